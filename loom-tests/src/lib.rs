@@ -1,0 +1,1 @@
+//! Loom models of silt's lock-free parts; run with RUSTFLAGS="--cfg loom".

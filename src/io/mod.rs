@@ -1,0 +1,75 @@
+//! The I/O layer: one small, offset-based trait that the log thread and the
+//! flush workers write through. `std.rs` is the blocking POSIX backend; the
+//! io_uring backend and a fault-injecting test backend implement the same
+//! trait.
+
+pub(crate) mod aligned;
+#[path = "std.rs"]
+pub(crate) mod std_backend;
+
+use crate::slab::Slab;
+use aligned::{page_ceil, page_floor, AlignedBuf, PAGE};
+use std::io;
+use std::path::Path;
+
+/// A file opened for writing.
+pub(crate) trait FileIo: Send + Sync + std::fmt::Debug {
+    /// Writes all of `buf` at `offset`. Under O_DIRECT, `buf`, its length
+    /// and `offset` are page aligned.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// fdatasync.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// The file-system operations silt's writers need.
+pub(crate) trait Vfs: Send + Sync + std::fmt::Debug {
+    /// Opens `path` for writing, creating (and truncating) it if `create`.
+    /// With `direct`, tries O_DIRECT and falls back to buffered I/O where the
+    /// file system refuses it; the bool says whether O_DIRECT is in use.
+    fn open_write(
+        &self,
+        path: &Path,
+        create: bool,
+        direct: bool,
+    ) -> io::Result<(Box<dyn FileIo>, bool)>;
+    /// rename(2).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// fsync of a directory, so that entries created or renamed in it last.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// unlink(2).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+}
+
+/// Writes the slab bytes `[from, to)` to `file` at the same offsets, as whole
+/// pages: full pages straight from the slab buffer, the partial last page
+/// through `bounce` (so no byte the writer may still change is read by an
+/// I/O in flight). `to` must be at most the slab's watermark.
+pub(crate) fn write_slab_range(
+    file: &dyn FileIo,
+    slab: &Slab,
+    from: usize,
+    to: usize,
+    bounce: &mut AlignedBuf,
+) -> io::Result<()> {
+    let start = page_floor(from);
+    let full_end = page_floor(to).max(start);
+    if full_end > start {
+        let bytes = slab
+            .bytes(start, full_end - start)
+            .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
+        file.write_at(bytes, start as u64)?;
+    }
+    if to > full_end {
+        let tail = slab
+            .bytes(full_end, to - full_end)
+            .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
+        let page = &mut bounce.as_mut_slice()[..PAGE];
+        page[..tail.len()].copy_from_slice(tail);
+        page[tail.len()..].fill(0);
+        file.write_at(page, full_end as u64)?;
+    }
+    debug_assert!(page_ceil(to) >= full_end);
+    Ok(())
+}

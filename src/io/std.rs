@@ -1,0 +1,67 @@
+//! Blocking POSIX I/O (IoBackend::Std): pwrite, fdatasync, O_DIRECT where the
+//! file system allows it.
+
+use super::{FileIo, Vfs};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The std backend's file system.
+#[derive(Debug, Default)]
+pub(crate) struct StdVfs;
+
+#[derive(Debug)]
+struct StdFile(File);
+
+impl FileIo for StdFile {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+fn open(path: &Path, create: bool, flags: i32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .custom_flags(flags)
+        .open(path)
+}
+
+impl Vfs for StdVfs {
+    fn open_write(
+        &self,
+        path: &Path,
+        create: bool,
+        direct: bool,
+    ) -> io::Result<(Box<dyn FileIo>, bool)> {
+        if direct {
+            match open(path, create, libc::O_DIRECT) {
+                Ok(f) => return Ok((Box::new(StdFile(f)), true)),
+                // tmpfs and some others refuse O_DIRECT at open.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((Box::new(StdFile(open(path, create, 0)?)), false))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+}

@@ -1,0 +1,56 @@
+//! # silt
+//!
+//! An async-first, embedded, persistent key-value and blob store for Tokio
+//! services. A service awaits `db.put(k, v)` / `db.get(k)` from any task; a
+//! writer task turns those calls into group commits of page-aligned writes,
+//! and reads are served from a sharded in-memory index without a copy.
+//!
+//! ```no_run
+//! # async fn demo() -> silt::Result<()> {
+//! let db = silt::Db::open("/tmp/silt-demo").await?;
+//! db.put("hello", "world").await?;
+//! assert_eq!(db.get(b"hello").await?.as_deref(), Some(&b"world"[..]));
+//! db.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `README.md` for durability, memory and error handling, and
+//! `docs/format.md` for the on-disk format.
+
+#![cfg_attr(not(loom), deny(clippy::unwrap_used))]
+
+mod error;
+mod record;
+#[cfg(not(loom))]
+mod slab;
+/// The slab, public only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod slab;
+mod sync;
+
+#[cfg(not(loom))]
+mod db;
+#[cfg(not(loom))]
+mod flush;
+#[cfg(not(loom))]
+mod index;
+#[cfg(not(loom))]
+mod io;
+#[cfg(not(loom))]
+mod recovery;
+#[cfg(not(loom))]
+mod registry;
+#[cfg(not(loom))]
+mod segment;
+#[cfg(not(loom))]
+mod shared;
+#[cfg(not(loom))]
+mod wal;
+#[cfg(not(loom))]
+mod writer;
+
+#[cfg(not(loom))]
+pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch};
+pub use error::{Error, Result};
+pub use record::MAX_KEY_LEN;

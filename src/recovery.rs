@@ -1,0 +1,203 @@
+//! Opening a directory: segments by their footers only, unsealed `.log` files
+//! by a record-by-record scan with CRCs (the torn tail is cut and counted),
+//! then the index is rebuilt by applying every file's records in file order.
+
+use crate::error::{Error, Result};
+use crate::index::Location;
+use crate::io::aligned::{page_ceil, AlignedBuf};
+use crate::registry::Source;
+use crate::segment::{scan_records, FooterEntry, Segment, SegmentIndex};
+use crate::shared::Shared;
+use crate::slab::{decode_file_header, Slab};
+use crate::sync::Ordering;
+use crate::writer::WriterInit;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Kind {
+    Segment,
+    Log,
+}
+
+/// Parses `<digits>.silt` / `<digits>.log`.
+fn parse_name(name: &str) -> Option<(u32, Kind)> {
+    let (stem, kind) = if let Some(s) = name.strip_suffix(".silt") {
+        (s, Kind::Segment)
+    } else {
+        (name.strip_suffix(".log")?, Kind::Log)
+    };
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, kind))
+}
+
+/// Lists the data directory: file id → kinds present. Unknown files are
+/// reported and left alone.
+fn list(data_dir: &Path) -> Result<BTreeMap<u32, Vec<(Kind, PathBuf)>>> {
+    let mut files: BTreeMap<u32, Vec<(Kind, PathBuf)>> = BTreeMap::new();
+    let rd =
+        std::fs::read_dir(data_dir).map_err(|e| Error::io("list data directory", data_dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("list data directory", data_dir, e))?;
+        let path = entry.path();
+        match entry.file_name().to_str().and_then(parse_name) {
+            Some((id, kind)) => files.entry(id).or_default().push((kind, path)),
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring unknown file in the data directory")
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Reads an unsealed file into a page-aligned buffer of at least `slab_size`.
+fn read_log(path: &Path, slab_size: usize) -> Result<AlignedBuf> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("stat WAL", path, e))?
+        .len();
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corruption(path, 0, "WAL file larger than memory"))?;
+    let mut buf = AlignedBuf::zeroed(page_ceil(len).max(slab_size));
+    f.read_exact(&mut buf.as_mut_slice()[..len])
+        .map_err(|e| Error::io("read WAL", path, e))?;
+    Ok(buf)
+}
+
+/// Loads every file into the registry, rebuilds the index and returns what
+/// the writer needs to continue.
+pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
+    let data_dir = shared.registry.data_dir().to_path_buf();
+    let verify = shared.config.verify_checksums;
+    let mut max_seq = 0u64;
+    let mut max_id = 0u32;
+    let mut torn = 0u64;
+    let mut recovered = Vec::new();
+    let mut per_file: Vec<(u32, Vec<FooterEntry>)> = Vec::new();
+
+    for (id, mut kinds) in list(&data_dir)? {
+        max_id = max_id.max(id);
+        kinds.sort();
+        let (kind, path) = kinds.remove(0);
+        for (_, extra) in &kinds {
+            tracing::warn!(path = %extra.display(), "a segment with this id exists; ignoring the unsealed file");
+        }
+        match kind {
+            Kind::Segment => {
+                let (seg, found) = Segment::open(&path, id, verify)?;
+                let entries = match found {
+                    SegmentIndex::Footer(f) => {
+                        max_seq = max_seq.max(f.max_seq);
+                        f.entries
+                    }
+                    SegmentIndex::Scanned(scan, why) => {
+                        tracing::warn!(path = %path.display(), reason = %why,
+                            records = scan.entries.len(), "segment footer unusable; recovered its records by scanning");
+                        max_seq = max_seq.max(scan.max_seq);
+                        scan.entries
+                    }
+                };
+                shared.registry.insert(id, Source::Segment(Arc::new(seg)));
+                per_file.push((id, entries));
+            }
+            Kind::Log => {
+                let mut buf = read_log(&path, shared.config.slab_size)?;
+                if decode_file_header(buf.as_slice()) != Some(id) {
+                    let nonzero = buf.as_slice().iter().any(|&b| b != 0);
+                    if nonzero {
+                        tracing::warn!(path = %path.display(), "WAL file header damaged; ignoring the file");
+                    } else {
+                        remove_empty(shared, &path)?;
+                    }
+                    continue;
+                }
+                // WAL records are always CRC-checked: this is where torn
+                // writes show up.
+                let scan = scan_records(buf.as_slice(), true);
+                if scan.torn_bytes > 0 {
+                    tracing::warn!(path = %path.display(), valid_end = scan.valid_end,
+                        torn_bytes = scan.torn_bytes, "cut a torn tail off the WAL");
+                }
+                torn += scan.torn_bytes;
+                if scan.entries.is_empty() {
+                    remove_empty(shared, &path)?;
+                    continue;
+                }
+                buf.as_mut_slice()[scan.valid_end..].fill(0);
+                max_seq = max_seq.max(scan.max_seq);
+                let slab = Arc::new(Slab::recovered(id, buf, scan.valid_end));
+                shared.registry.insert(id, Source::Slab(slab.clone()));
+                recovered.push((slab, scan.valid_end));
+                per_file.push((id, scan.entries));
+            }
+        }
+    }
+
+    let mut records = 0u64;
+    for (id, entries) in &per_file {
+        for e in entries {
+            apply(shared, *id, e);
+        }
+        records += entries.len() as u64;
+    }
+    shared
+        .counters
+        .recovered_torn_bytes
+        .store(torn, Ordering::Relaxed);
+    shared
+        .counters
+        .recovered_records
+        .store(records, Ordering::Relaxed);
+    Ok(WriterInit {
+        next_seq: max_seq + 1,
+        next_file_id: max_id + 1,
+        recovered,
+    })
+}
+
+fn remove_empty(shared: &Shared, path: &Path) -> Result<()> {
+    shared
+        .vfs
+        .remove_file(path)
+        .map_err(|e| Error::io("remove empty WAL", path, e))
+}
+
+/// Applies one durable record to the index. Keys are read only when the
+/// index already holds an entry with the same hash bits (an overwrite or a
+/// collision), so opening does not read value pages for unique keys.
+fn apply(shared: &Shared, file_id: u32, e: &FooterEntry) {
+    let loc = Location {
+        file_id,
+        offset: e.offset,
+    };
+    let reg = &shared.registry;
+    let same = |old: Location| match (reg.record(loc, false), reg.record(old, false)) {
+        (Ok(new), Ok(old)) => new.key() == old.key(),
+        _ => false,
+    };
+    if e.is_delete() {
+        shared.index.remove(e.hash, same);
+    } else {
+        shared.index.insert(e.hash, loc, same);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("00000012.silt"), Some((12, Kind::Segment)));
+        assert_eq!(parse_name("7.log"), Some((7, Kind::Log)));
+        assert_eq!(parse_name("x.log"), None);
+        assert_eq!(parse_name(".silt"), None);
+        assert_eq!(parse_name("99999999999.silt"), None);
+        assert_eq!(parse_name("notes.txt"), None);
+    }
+}

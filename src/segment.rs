@@ -1,0 +1,357 @@
+//! Segment files: the slab's bytes, then a footer (one entry per record) and a
+//! fixed trailer. Opening a segment reads the trailer and footer only, so
+//! reopen time does not depend on value bytes. See `docs/format.md`.
+
+use crate::error::{Error, Result};
+use crate::io::aligned::page_ceil;
+use crate::record::{self, DecodeError, FLAG_BEGIN, FLAG_END};
+use crate::slab::{decode_file_header, FILE_HEADER_LEN};
+use memmap2::Mmap;
+use std::path::{Path, PathBuf};
+
+/// Bytes of one footer entry.
+pub(crate) const FOOTER_ENTRY_LEN: usize = 28;
+/// Bytes of the trailer, which ends the file.
+pub(crate) const TRAILER_LEN: usize = 40;
+const TRAILER_MAGIC: &[u8; 8] = b"SILTEND1";
+
+/// One record as the footer (or a scan) describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FooterEntry {
+    pub hash: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub seq: u64,
+    pub flags: u8,
+}
+
+impl FooterEntry {
+    pub fn is_delete(&self) -> bool {
+        self.flags & record::FLAG_DELETE != 0
+    }
+}
+
+/// What a record-by-record scan found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Committed records, in file order.
+    pub entries: Vec<FooterEntry>,
+    /// End of the last committed record.
+    pub valid_end: usize,
+    /// Non-zero bytes after `valid_end` that were cut (torn or damaged tail).
+    pub torn_bytes: u64,
+    pub max_seq: u64,
+    /// Why the scan stopped before the end of the data, if it did.
+    pub stopped_by: Option<DecodeError>,
+}
+
+/// Scans the records of a data file image from the end of its header.
+/// Records of an atomic group (BEGIN … END) count only if the END record is
+/// intact. `verify` checks CRCs.
+pub(crate) fn scan_records(data: &[u8], verify: bool) -> Scan {
+    let mut scan = Scan {
+        valid_end: FILE_HEADER_LEN.min(data.len()),
+        ..Scan::default()
+    };
+    let mut pos = FILE_HEADER_LEN;
+    let mut group: Vec<FooterEntry> = Vec::new();
+    while pos < data.len() {
+        let rest = &data[pos..];
+        let decoded = if verify {
+            record::decode(rest)
+        } else {
+            record::decode_header(rest)
+        };
+        let h = match decoded {
+            Ok(h) => h,
+            Err(e) => {
+                if e != DecodeError::End {
+                    scan.stopped_by = Some(e);
+                }
+                break;
+            }
+        };
+        let (Ok(offset), Ok(len)) = (u32::try_from(pos), u32::try_from(h.record_len())) else {
+            scan.stopped_by = Some(DecodeError::BadHeader);
+            break;
+        };
+        // A BEGIN inside an open group means the earlier group was torn
+        // (cannot happen in files silt wrote); drop the open group.
+        if h.flags & FLAG_BEGIN != 0 {
+            group.clear();
+        } else if group.is_empty() {
+            scan.stopped_by = Some(DecodeError::BadHeader);
+            break;
+        }
+        let key = record::key_of(&h, rest);
+        group.push(FooterEntry {
+            hash: record::key_hash(key),
+            offset,
+            len,
+            seq: h.seq,
+            flags: h.flags,
+        });
+        pos += h.record_len();
+        if h.flags & FLAG_END != 0 {
+            scan.max_seq = scan
+                .max_seq
+                .max(group.iter().map(|e| e.seq).max().unwrap_or(0));
+            scan.entries.append(&mut group);
+            scan.valid_end = pos;
+        }
+    }
+    if let Some(last_nonzero) = data.iter().rposition(|&b| b != 0) {
+        if last_nonzero >= scan.valid_end {
+            scan.torn_bytes = (last_nonzero + 1 - scan.valid_end) as u64;
+        }
+    }
+    scan
+}
+
+/// Lays out footer and trailer for records ending at `data_end`. Returns the
+/// offset where the footer starts and the bytes from there to the end of the
+/// file (page-padded, trailer last).
+pub(crate) fn encode_footer(
+    entries: &[FooterEntry],
+    data_end: usize,
+    max_seq: u64,
+) -> (usize, Vec<u8>) {
+    let footer_off = page_ceil(data_end);
+    let body = entries.len() * FOOTER_ENTRY_LEN;
+    let total = page_ceil(body + TRAILER_LEN);
+    let mut out = vec![0u8; total];
+    for (i, e) in entries.iter().enumerate() {
+        let o = &mut out[i * FOOTER_ENTRY_LEN..(i + 1) * FOOTER_ENTRY_LEN];
+        o[0..8].copy_from_slice(&e.hash.to_le_bytes());
+        o[8..12].copy_from_slice(&e.offset.to_le_bytes());
+        o[12..16].copy_from_slice(&e.len.to_le_bytes());
+        o[16..24].copy_from_slice(&e.seq.to_le_bytes());
+        o[24] = e.flags;
+    }
+    let t = total - TRAILER_LEN;
+    out[t..t + 8].copy_from_slice(&(footer_off as u64).to_le_bytes());
+    out[t + 8..t + 12].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    out[t + 12..t + 20].copy_from_slice(&(data_end as u64).to_le_bytes());
+    out[t + 20..t + 28].copy_from_slice(&max_seq.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[..body]);
+    h.update(&out[t..t + 28]);
+    let crc = h.finalize();
+    out[t + 28..t + 32].copy_from_slice(&crc.to_le_bytes());
+    out[t + 32..t + 40].copy_from_slice(TRAILER_MAGIC);
+    (footer_off, out)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+/// The parsed footer of a whole segment image.
+#[derive(Debug)]
+pub(crate) struct Footer {
+    pub entries: Vec<FooterEntry>,
+    pub data_end: usize,
+    pub max_seq: u64,
+}
+
+/// Parses trailer and footer; `Err` says what is wrong. Every length is
+/// checked against the file before anything is allocated or read.
+pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> {
+    if file.len() < FILE_HEADER_LEN + TRAILER_LEN {
+        return Err(format!(
+            "file too short for a trailer ({} bytes)",
+            file.len()
+        ));
+    }
+    let t = &file[file.len() - TRAILER_LEN..];
+    if &t[32..40] != TRAILER_MAGIC {
+        return Err("no trailer magic".into());
+    }
+    let footer_off = le_u64(&t[0..8]);
+    let count = le_u32(&t[8..12]) as u64;
+    let data_end = le_u64(&t[12..20]);
+    let max_seq = le_u64(&t[20..28]);
+    let crc = le_u32(&t[28..32]);
+    let trailer_start = (file.len() - TRAILER_LEN) as u64;
+    let footer_end = footer_off.checked_add(count * FOOTER_ENTRY_LEN as u64);
+    if data_end < FILE_HEADER_LEN as u64
+        || data_end > footer_off
+        || footer_end.is_none_or(|end| end > trailer_start)
+    {
+        return Err("trailer offsets out of range".into());
+    }
+    let footer =
+        &file[footer_off as usize..(footer_off + count * FOOTER_ENTRY_LEN as u64) as usize];
+    let mut h = crc32fast::Hasher::new();
+    h.update(footer);
+    h.update(&t[..28]);
+    if h.finalize() != crc {
+        return Err("footer CRC mismatch".into());
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    for o in footer.chunks_exact(FOOTER_ENTRY_LEN) {
+        let e = FooterEntry {
+            hash: le_u64(&o[0..8]),
+            offset: le_u32(&o[8..12]),
+            len: le_u32(&o[12..16]),
+            seq: le_u64(&o[16..24]),
+            flags: o[24],
+        };
+        if (e.offset as u64) < FILE_HEADER_LEN as u64 || e.offset as u64 + e.len as u64 > data_end {
+            return Err(format!(
+                "footer entry at {} points outside the data",
+                e.offset
+            ));
+        }
+        entries.push(e);
+    }
+    Ok(Footer {
+        entries,
+        data_end: data_end as usize,
+        max_seq,
+    })
+}
+
+/// A published, immutable segment file, read through a read-only mmap.
+pub(crate) struct Segment {
+    file_id: u32,
+    path: PathBuf,
+    map: Mmap,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("file_id", &self.file_id)
+            .field("len", &self.map.len())
+            .finish()
+    }
+}
+
+/// How a segment's records were found at open.
+#[derive(Debug)]
+pub(crate) enum SegmentIndex {
+    /// From the footer (the normal case).
+    Footer(Footer),
+    /// The footer was damaged: from a record-by-record scan.
+    Scanned(Scan, String),
+}
+
+impl Segment {
+    /// Maps a segment file. Reads nothing but what `decode_footer` touches
+    /// unless the footer is damaged.
+    pub fn open(path: &Path, file_id: u32, verify: bool) -> Result<(Segment, SegmentIndex)> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+        // SAFETY: segment files are immutable once published, and silt holds
+        // the directory lock; a file truncated behind silt's back is outside
+        // the media assumptions (docs/format.md).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap segment", path, e))?;
+        let seg = Segment {
+            file_id,
+            path: path.to_path_buf(),
+            map,
+        };
+        let header_ok = decode_file_header(&seg.map) == Some(file_id);
+        let found = match decode_footer(&seg.map) {
+            Ok(footer) if header_ok => SegmentIndex::Footer(footer),
+            Ok(_) => SegmentIndex::Scanned(Scan::default(), "file header damaged".into()),
+            Err(why) if header_ok => SegmentIndex::Scanned(scan_records(&seg.map, verify), why),
+            Err(why) => {
+                SegmentIndex::Scanned(Scan::default(), format!("file header damaged, {why}"))
+            }
+        };
+        Ok((seg, found))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Bytes `[off, off + len)` of the file, if it has them.
+    pub fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+        self.map.get(off..off.checked_add(len)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FLAG_DELETE, FLAG_PUT};
+    use crate::slab::SlabWriter;
+
+    fn image(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
+        let mut w = SlabWriter::new(1, 64 * 1024);
+        for (i, (flags, k, v)) in records.iter().enumerate() {
+            w.append(*flags, i as u64 + 1, k, v).unwrap();
+        }
+        w.publish();
+        w.slab().bytes(0, w.slab().capacity()).unwrap().to_vec()
+    }
+
+    const ONE: u8 = FLAG_BEGIN | FLAG_END;
+
+    #[test]
+    fn scan_finds_committed_records_and_cuts_torn_batch() {
+        let img = image(&[
+            (FLAG_PUT | ONE, b"a", b"1"),
+            (FLAG_PUT | FLAG_BEGIN, b"b", b"2"),
+            (FLAG_DELETE | FLAG_END, b"a", b""),
+            (FLAG_PUT | FLAG_BEGIN, b"c", b"3"),
+        ]);
+        let s = scan_records(&img, true);
+        // The last batch has no END: it is not committed.
+        assert_eq!(s.entries.len(), 3);
+        assert_eq!(s.max_seq, 3);
+        assert!(s.entries[2].is_delete());
+        assert_eq!(s.torn_bytes, (record::HEADER_LEN + 2) as u64);
+        assert_eq!(s.stopped_by, None);
+    }
+
+    #[test]
+    fn scan_stops_at_damage() {
+        let mut img = image(&[(FLAG_PUT | ONE, b"a", b"1"), (FLAG_PUT | ONE, b"b", b"2")]);
+        let second = FILE_HEADER_LEN + record::HEADER_LEN + 2;
+        img[second + 20] ^= 0xff;
+        let s = scan_records(&img, true);
+        assert_eq!(s.entries.len(), 1);
+        assert_eq!(s.valid_end, second);
+        assert_eq!(s.stopped_by, Some(DecodeError::BadCrc));
+        assert!(s.torn_bytes > 0);
+    }
+
+    #[test]
+    fn footer_round_trip_and_damage() {
+        let img = image(&[(FLAG_PUT | ONE, b"a", b"1"), (FLAG_PUT | ONE, b"b", b"22")]);
+        let s = scan_records(&img, true);
+        let (off, tail) = encode_footer(&s.entries, s.valid_end, s.max_seq);
+        let mut file = img[..off].to_vec();
+        file.extend_from_slice(&tail);
+        assert_eq!(file.len() % 4096, 0);
+        let f = decode_footer(&file).unwrap();
+        assert_eq!(f.entries, s.entries);
+        assert_eq!(f.data_end, s.valid_end);
+        assert_eq!(f.max_seq, 2);
+        // Any flipped byte in footer or trailer is caught.
+        for i in [off, off + 9, file.len() - 20, file.len() - 1] {
+            let mut bad = file.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_footer(&bad).is_err(), "flip at {i}");
+        }
+        // Truncated files are refused, never a panic.
+        for cut in [0, 10, 4096, off, file.len() - 1] {
+            assert!(decode_footer(&file[..cut]).is_err());
+        }
+    }
+}

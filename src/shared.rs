@@ -1,0 +1,125 @@
+//! State shared by the handles, the writer task, the log thread and the flush
+//! workers: configuration, index, registry, counters, the sticky failure
+//! ("poisoned") state and the set of slabs being flushed.
+
+use crate::db::Durability;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::io::Vfs;
+use crate::registry::Registry;
+use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The validated knobs of a `Builder`.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub durability: Durability,
+    pub slab_size: usize,
+    pub max_sealed_slabs: usize,
+    pub flush_workers: usize,
+    pub direct_io: bool,
+    pub verify_checksums: bool,
+}
+
+/// Monotonic counters behind `Db::stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub groups: AtomicU64,
+    pub grouped_writes: AtomicU64,
+    pub max_group: AtomicU64,
+    pub recovered_torn_bytes: AtomicU64,
+    pub recovered_records: AtomicU64,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub index: Index,
+    pub registry: Registry,
+    pub vfs: Arc<dyn Vfs>,
+    pub counters: Counters,
+    /// Whether the file system accepted O_DIRECT for WAL writes.
+    pub wal_direct: Arc<AtomicBool>,
+    /// Set once `close` ran (or the writer stopped): calls return `Closed`.
+    pub closed: AtomicBool,
+    /// The flock'ed `LOCK` file; dropped by `close`.
+    pub lock_file: Mutex<Option<File>>,
+    poisoned: Mutex<Option<String>>,
+    flushing: Mutex<BTreeSet<u32>>,
+    flushed: Notify,
+}
+
+impl Shared {
+    pub fn new(config: Config, registry: Registry, vfs: Arc<dyn Vfs>, lock_file: File) -> Shared {
+        Shared {
+            config,
+            index: Index::default(),
+            registry,
+            vfs,
+            counters: Counters::default(),
+            wal_direct: Arc::new(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
+            lock_file: Mutex::new(Some(lock_file)),
+            poisoned: Mutex::new(None),
+            flushing: Mutex::new(BTreeSet::new()),
+            flushed: Notify::new(),
+        }
+    }
+
+    /// Enters the failed state (first cause wins).
+    pub fn poison(&self, cause: &Error) {
+        lock(&self.poisoned).get_or_insert_with(|| cause.to_string());
+    }
+
+    /// `Err(Poisoned)` once a write or flush has failed.
+    pub fn check_poisoned(&self) -> Result<()> {
+        match &*lock(&self.poisoned) {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn flush_started(&self, file_id: u32) {
+        lock(&self.flushing).insert(file_id);
+    }
+
+    pub fn flush_done(&self, file_id: u32) {
+        lock(&self.flushing).remove(&file_id);
+        self.flushed.notify_waiters();
+    }
+
+    pub fn flushing_count(&self) -> usize {
+        lock(&self.flushing).len()
+    }
+
+    /// Waits until every slab with a file id `<= upto` is flushed (or its
+    /// flush failed, which poisons the store and is returned).
+    pub async fn wait_flushed(&self, upto: u32) -> Result<()> {
+        loop {
+            let notified = self.flushed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let done = lock(&self.flushing)
+                .first()
+                .is_none_or(|&first| first > upto);
+            if done {
+                return self.check_poisoned();
+            }
+            notified.await;
+        }
+    }
+}

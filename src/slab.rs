@@ -1,0 +1,315 @@
+//! The slab: a page-aligned buffer whose bytes are exactly the bytes of the
+//! file `data/<file_id>.silt` (a 4 KiB header, then records).
+//!
+//! One writer appends above the publish watermark; any number of readers read
+//! below it. Bytes below the watermark never change again, which is what lets
+//! the log thread write them to disk and readers hand them out as `Bytes`
+//! without a copy. The watermark is stored with `Release` after the bytes are
+//! written and loaded with `Acquire` before they are read.
+
+use crate::record;
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Size of the file header (one page).
+pub(crate) const FILE_HEADER_LEN: usize = 4096;
+/// Magic at the start of every data file.
+pub(crate) const FILE_MAGIC: &[u8; 8] = b"SILTDAT1";
+
+/// Writes the file header for `file_id` into `page` (at least 24 bytes).
+pub(crate) fn encode_file_header(page: &mut [u8], file_id: u32) {
+    page[..8].copy_from_slice(FILE_MAGIC);
+    page[8..12].copy_from_slice(&1u32.to_le_bytes()); // format version
+    page[12..16].copy_from_slice(&file_id.to_le_bytes());
+    let crc = crc32fast::hash(&page[..16]);
+    page[16..20].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks a file header; returns the file id it names.
+pub(crate) fn decode_file_header(page: &[u8]) -> Option<u32> {
+    let head = page.get(..20)?;
+    if &head[..8] != FILE_MAGIC || head[8..12] != 1u32.to_le_bytes() {
+        return None;
+    }
+    let crc = u32::from_le_bytes(head[16..20].try_into().ok()?);
+    (crc32fast::hash(&head[..16]) == crc)
+        .then(|| u32::from_le_bytes([head[12], head[13], head[14], head[15]]))
+}
+
+#[cfg(not(loom))]
+mod storage {
+    use crate::io::aligned::AlignedBuf;
+
+    /// Slab memory: an aligned buffer behind raw-pointer access.
+    pub(crate) struct Storage(AlignedBuf);
+
+    impl Storage {
+        pub fn zeroed(len: usize) -> Self {
+            Storage(AlignedBuf::zeroed(len))
+        }
+        pub fn from_buf(buf: AlignedBuf) -> Self {
+            Storage(buf)
+        }
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+        /// # Safety
+        /// `off + data.len() <= len`, and no other thread reads or writes
+        /// that range during the call (the slab protocol: only the writer
+        /// touches bytes at or above the watermark).
+        pub unsafe fn write(&self, off: usize, data: &[u8]) {
+            debug_assert!(off + data.len() <= self.0.len());
+            // SAFETY: in bounds and exclusive by the caller's contract.
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), self.0.as_ptr().add(off), data.len())
+            }
+        }
+        /// # Safety
+        /// `off + len <= len()`, and nobody writes that range while the
+        /// returned slice lives (true below the watermark).
+        pub unsafe fn slice(&self, off: usize, len: usize) -> &[u8] {
+            debug_assert!(off + len <= self.0.len());
+            // SAFETY: in bounds and immutable by the caller's contract.
+            unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(off), len) }
+        }
+        /// # Safety
+        /// As [`Storage::write`]: the range belongs to the writer alone.
+        #[allow(clippy::mut_from_ref)]
+        pub unsafe fn slice_mut(&self, off: usize, len: usize) -> &mut [u8] {
+            debug_assert!(off + len <= self.0.len());
+            // SAFETY: in bounds and exclusive by the caller's contract.
+            unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr().add(off), len) }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod storage {
+    use loom::cell::UnsafeCell;
+
+    /// Under loom every byte is its own tracked cell, so a read that is not
+    /// ordered after the write of that byte is reported as a data race.
+    pub(crate) struct Storage(Vec<UnsafeCell<u8>>);
+
+    impl Storage {
+        pub fn zeroed(len: usize) -> Self {
+            Storage((0..len).map(|_| UnsafeCell::new(0)).collect())
+        }
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+        /// # Safety
+        /// See the std version.
+        pub unsafe fn write(&self, off: usize, data: &[u8]) {
+            for (i, b) in data.iter().enumerate() {
+                // SAFETY: loom checks the exclusivity this claims.
+                self.0[off + i].with_mut(|p| unsafe { *p = *b });
+            }
+        }
+        /// # Safety
+        /// See the std version.
+        pub unsafe fn copy_out(&self, off: usize, len: usize) -> Vec<u8> {
+            // SAFETY: loom checks the ordering this claims.
+            (off..off + len)
+                .map(|i| self.0[i].with(|p| unsafe { *p }))
+                .collect()
+        }
+    }
+}
+
+use storage::Storage;
+
+/// An in-memory slab, shared by the writer, the log thread, flush workers and
+/// readers through `Arc<Slab>`.
+pub(crate) struct Slab {
+    file_id: u32,
+    mem: Storage,
+    /// Bytes `[0, published)` are written and immutable.
+    published: AtomicUsize,
+}
+
+// SAFETY: the raw storage is only written by the unique `SlabWriter` at
+// offsets >= `published`, and only read at offsets < `published` (Acquire),
+// after the writer stored `published` with Release. No byte is ever both
+// readable and writable.
+unsafe impl Sync for Slab {}
+// SAFETY: Storage owns its memory.
+unsafe impl Send for Slab {}
+
+impl std::fmt::Debug for Slab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slab")
+            .field("file_id", &self.file_id)
+            .field("capacity", &self.mem.len())
+            .field("published", &self.published())
+            .finish()
+    }
+}
+
+impl Slab {
+    pub fn file_id(&self) -> u32 {
+        self.file_id
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// End of the immutable, readable prefix.
+    pub fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Bytes `[off, off + len)` if they are all below the watermark.
+    #[cfg(not(loom))]
+    pub fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len)?;
+        if end > self.published() {
+            return None;
+        }
+        // SAFETY: below the watermark (Acquire above), so written and immutable.
+        Some(unsafe { self.mem.slice(off, len) })
+    }
+
+    /// A copy of bytes `[off, off + len)` if they are all below the watermark.
+    #[cfg(loom)]
+    pub fn copy_out(&self, off: usize, len: usize) -> Option<Vec<u8>> {
+        let end = off.checked_add(len)?;
+        if end > self.published() {
+            return None;
+        }
+        // SAFETY: below the watermark, so written and immutable.
+        Some(unsafe { self.mem.copy_out(off, len) })
+    }
+
+    /// A slab rebuilt from a file's valid prefix at recovery. Nothing can be
+    /// appended to it; it only waits to be flushed.
+    #[cfg(not(loom))]
+    pub fn recovered(file_id: u32, buf: crate::io::aligned::AlignedBuf, valid_len: usize) -> Slab {
+        debug_assert!(valid_len <= buf.len());
+        Slab {
+            file_id,
+            mem: Storage::from_buf(buf),
+            published: AtomicUsize::new(valid_len),
+        }
+    }
+}
+
+/// The writer's side of a slab: the only handle that may append.
+#[derive(Debug)]
+pub(crate) struct SlabWriter {
+    slab: crate::sync::Arc<Slab>,
+    appended: usize,
+}
+
+impl SlabWriter {
+    /// A new slab of `capacity` bytes (a multiple of the page size) with its
+    /// file header written and published.
+    pub fn new(file_id: u32, capacity: usize) -> SlabWriter {
+        let slab = Slab {
+            file_id,
+            mem: Storage::zeroed(capacity),
+            published: AtomicUsize::new(0),
+        };
+        let mut head = [0u8; 20];
+        encode_file_header(&mut head, file_id);
+        // SAFETY: nothing else can see the slab yet.
+        unsafe { slab.mem.write(0, &head) };
+        slab.published.store(FILE_HEADER_LEN, Ordering::Release);
+        SlabWriter {
+            slab: crate::sync::Arc::new(slab),
+            appended: FILE_HEADER_LEN,
+        }
+    }
+
+    pub fn slab(&self) -> &crate::sync::Arc<Slab> {
+        &self.slab
+    }
+
+    /// End of the appended bytes (published or not).
+    pub fn appended(&self) -> usize {
+        self.appended
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.slab.capacity() - self.appended
+    }
+
+    /// True if nothing but the header was ever appended.
+    pub fn is_empty(&self) -> bool {
+        self.appended == FILE_HEADER_LEN
+    }
+
+    /// Appends one record; returns its offset, or `None` if it does not fit.
+    /// The record is not readable until [`SlabWriter::publish`].
+    pub fn append(&mut self, flags: u8, seq: u64, key: &[u8], value: &[u8]) -> Option<usize> {
+        let len = record::encoded_len(key.len(), value.len());
+        if len > self.remaining() {
+            return None;
+        }
+        let off = self.appended;
+        #[cfg(not(loom))]
+        {
+            // SAFETY: [off, off + len) is at or above the watermark, in
+            // bounds (checked above), and only this writer touches it.
+            let out = unsafe { self.slab.mem.slice_mut(off, len) };
+            record::encode_into(out, flags, seq, key, value);
+        }
+        #[cfg(loom)]
+        {
+            let mut out = vec![0u8; len];
+            record::encode_into(&mut out, flags, seq, key, value);
+            // SAFETY: as above.
+            unsafe { self.slab.mem.write(off, &out) };
+        }
+        self.appended += len;
+        Some(off)
+    }
+
+    /// Makes everything appended so far readable and immutable.
+    pub fn publish(&self) {
+        self.slab.published.store(self.appended, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::record::{decode, FLAG_BEGIN, FLAG_END, FLAG_PUT};
+
+    #[test]
+    fn append_publish_read() {
+        let mut w = SlabWriter::new(3, 64 * 1024);
+        assert!(w.is_empty());
+        assert_eq!(
+            decode_file_header(w.slab().bytes(0, 4096).unwrap()),
+            Some(3)
+        );
+        let off = w
+            .append(FLAG_PUT | FLAG_BEGIN | FLAG_END, 1, b"k", b"v")
+            .unwrap();
+        assert_eq!(off, FILE_HEADER_LEN);
+        // Not visible before publish.
+        assert!(w.slab().bytes(off, 21).is_none());
+        w.publish();
+        let rec = w.slab().bytes(off, 21).unwrap();
+        assert_eq!(decode(rec).unwrap().seq, 1);
+    }
+
+    #[test]
+    fn full_slab_refuses() {
+        let mut w = SlabWriter::new(1, 8192);
+        let big = vec![7u8; 4096 - record::HEADER_LEN - 1];
+        assert!(w.append(FLAG_PUT, 1, b"k", &big).is_some());
+        assert_eq!(w.remaining(), 0);
+        assert!(w.append(FLAG_PUT, 2, b"k", b"").is_none());
+    }
+
+    #[test]
+    fn file_header_detects_damage() {
+        let mut page = [0u8; 20];
+        encode_file_header(&mut page, 9);
+        assert_eq!(decode_file_header(&page), Some(9));
+        page[13] ^= 1;
+        assert_eq!(decode_file_header(&page), None);
+    }
+}

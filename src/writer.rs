@@ -1,0 +1,482 @@
+//! The writer actor: a tokio task that owns the active slab, the sequence
+//! counter and the WAL state.
+//!
+//! Group commit: drain the request queue (`recv_many`), append the group's
+//! records to the slab, hand the new pages to the log thread, and once the
+//! group's durability is met, update the index and acknowledge. While one WAL
+//! write is in flight the next group accumulates (pipelining). The task never
+//! blocks: file I/O happens on the log thread and the flush workers.
+
+use crate::db::Durability;
+use crate::error::{Error, Result};
+use crate::flush::SealedSlab;
+use crate::index::Location;
+use crate::record::{self, key_hash, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
+use crate::registry::Source;
+use crate::shared::Shared;
+use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
+use crate::sync::Ordering;
+use crate::wal::{LogJob, LogThread};
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Most requests taken from the queue into one group.
+const MAX_GROUP: usize = 1024;
+
+/// One write operation.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Put(Bytes, Bytes),
+    Delete(Bytes),
+}
+
+impl Op {
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Op::Put(k, _) | Op::Delete(k) => k,
+        }
+    }
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Op::Put(k, v) => record::encoded_len(k.len(), v.len()),
+            Op::Delete(k) => record::encoded_len(k.len(), 0),
+        }
+    }
+}
+
+/// A message to the writer.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Apply `ops` atomically.
+    Write {
+        ops: Vec<Op>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Make every acknowledged write durable.
+    Sync { reply: oneshot::Sender<Result<()>> },
+    /// Seal the active slab; reply with the highest file id to wait for.
+    Flush { reply: oneshot::Sender<Result<u32>> },
+    /// Drain, flush, stop.
+    Close { reply: oneshot::Sender<Result<()>> },
+}
+
+/// A durable-on-completion index change.
+#[derive(Debug)]
+struct Update {
+    key: Bytes,
+    loc: Location,
+    delete: bool,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    updates: Vec<Update>,
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Inflight {
+    group: Group,
+    rx: oneshot::Receiver<Result<()>>,
+}
+
+/// Everything the writer starts with (from recovery).
+#[derive(Debug)]
+pub(crate) struct WriterInit {
+    pub next_seq: u64,
+    pub next_file_id: u32,
+    /// Slabs rebuilt from unsealed files, each with its valid length, to be
+    /// flushed before anything else.
+    pub recovered: Vec<(Arc<Slab>, usize)>,
+}
+
+/// The actor's state.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Request>,
+    log: Option<LogThread>,
+    flush_tx: Option<crossbeam_channel::Sender<SealedSlab>>,
+    permits: Arc<Semaphore>,
+    active: Option<SlabWriter>,
+    /// Bytes of the active slab already handed to the log thread.
+    logged_upto: usize,
+    next_seq: u64,
+    next_file_id: u32,
+    pending: Group,
+    inflight: Option<Inflight>,
+    highest_sealed: u32,
+    recovered: Vec<(Arc<Slab>, usize)>,
+}
+
+enum Event {
+    Logged(Result<()>),
+    Requests(usize),
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Request>,
+        log: Option<LogThread>,
+        flush_tx: crossbeam_channel::Sender<SealedSlab>,
+        init: WriterInit,
+    ) -> Writer {
+        Writer {
+            permits: Arc::new(Semaphore::new(shared.config.max_sealed_slabs)),
+            shared,
+            rx,
+            log,
+            flush_tx: Some(flush_tx),
+            active: None,
+            logged_upto: 0,
+            next_seq: init.next_seq,
+            next_file_id: init.next_file_id,
+            pending: Group::default(),
+            inflight: None,
+            highest_sealed: 0,
+            recovered: init.recovered,
+        }
+    }
+
+    fn wal(&self) -> bool {
+        self.shared.config.durability != Durability::None
+    }
+
+    /// The actor loop. Returns when every handle is gone or `close` ran.
+    pub async fn run(mut self) {
+        for (slab, valid_len) in std::mem::take(&mut self.recovered) {
+            self.send_to_flush(slab, valid_len).await;
+        }
+        let mut reqs = Vec::with_capacity(MAX_GROUP);
+        let mut close_reply = None;
+        loop {
+            let event = match self.inflight.as_mut() {
+                Some(inf) => tokio::select! {
+                    biased;
+                    r = &mut inf.rx => Event::Logged(r.unwrap_or(Err(Error::Closed))),
+                    n = self.rx.recv_many(&mut reqs, MAX_GROUP) => Event::Requests(n),
+                },
+                None => Event::Requests(self.rx.recv_many(&mut reqs, MAX_GROUP).await),
+            };
+            match event {
+                Event::Logged(res) => {
+                    if let Some(inf) = self.inflight.take() {
+                        self.complete(inf.group, res);
+                    }
+                }
+                Event::Requests(0) => break,
+                Event::Requests(_) => {
+                    for req in reqs.drain(..) {
+                        match req {
+                            Request::Close { reply } => close_reply = Some(reply),
+                            req => self.handle(req).await,
+                        }
+                    }
+                }
+            }
+            self.advance();
+            if close_reply.is_some() {
+                break;
+            }
+        }
+        let res = self.shutdown().await;
+        if let Some(reply) = close_reply {
+            let _ = reply.send(res);
+        }
+    }
+
+    /// Submits the pending group if nothing is in flight (WAL modes), or
+    /// completes it at once (Durability::None: durable once in the slab
+    /// means "in memory"; the flush makes it durable later).
+    fn advance(&mut self) {
+        if self.pending.is_empty() || self.inflight.is_some() {
+            return;
+        }
+        if let Some(w) = &self.active {
+            w.publish();
+        }
+        if !self.wal() {
+            let group = std::mem::take(&mut self.pending);
+            self.complete(group, Ok(()));
+            return;
+        }
+        let (Some(w), Some(log)) = (&self.active, &self.log) else {
+            let group = std::mem::take(&mut self.pending);
+            self.complete(group, Err(Error::Closed));
+            return;
+        };
+        let to = w.appended();
+        let (tx, rx) = oneshot::channel();
+        let job = LogJob::Write {
+            slab: w.slab().clone(),
+            from: self.logged_upto,
+            to,
+            sync: self.shared.config.durability == Durability::Sync,
+            reply: tx,
+        };
+        let group = std::mem::take(&mut self.pending);
+        if log.tx.send(job).is_err() {
+            self.complete(group, Err(Error::Closed));
+            return;
+        }
+        self.logged_upto = to;
+        self.inflight = Some(Inflight { group, rx });
+    }
+
+    /// Applies a finished group: index first, then acknowledgements, so an
+    /// acknowledged write is always visible to its writer.
+    fn complete(&mut self, group: Group, res: Result<()>) {
+        match res {
+            Ok(()) => {
+                let shared = &*self.shared;
+                for u in &group.updates {
+                    let hash = key_hash(&u.key);
+                    let same = |old: Location| shared.registry.key_is(old, &u.key).unwrap_or(false);
+                    if u.delete {
+                        shared.index.remove(hash, same);
+                    } else {
+                        shared.index.insert(hash, u.loc, same);
+                    }
+                }
+                let n = group.waiters.len() as u64;
+                let c = &shared.counters;
+                c.groups.fetch_add(1, Ordering::Relaxed);
+                c.grouped_writes.fetch_add(n, Ordering::Relaxed);
+                c.max_group.fetch_max(n, Ordering::Relaxed);
+                for w in group.waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "WAL write failed; the store refuses writes until reopened");
+                self.shared.poison(&e);
+                for w in group.waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+                // Later groups were appended after the failed one and can
+                // never be made durable in order.
+                let later = std::mem::take(&mut self.pending);
+                for w in later.waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        match req {
+            Request::Write { ops, reply } => {
+                if let Err(e) = self.shared.check_poisoned() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                match self.append(&ops).await {
+                    Ok(updates) => {
+                        self.pending.updates.extend(updates);
+                        self.pending.waiters.push(reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Request::Sync { reply } => self.sync(reply).await,
+            Request::Flush { reply } => {
+                let res = self.seal_all().await.map(|()| self.highest_sealed);
+                let _ = reply.send(res);
+            }
+            Request::Close { reply } => {
+                // Handled by `run`; unreachable through it.
+                let _ = reply.send(Err(Error::Closed));
+            }
+        }
+    }
+
+    /// Appends the records of one atomic write; rotates first if it does not
+    /// fit in what is left of the active slab.
+    async fn append(&mut self, ops: &[Op]) -> Result<Vec<Update>> {
+        let total: usize = ops.iter().map(Op::encoded_len).sum();
+        let room = self.shared.config.slab_size - FILE_HEADER_LEN;
+        if total > room {
+            return Err(Error::InvalidArgument(format!(
+                "the write needs {total} bytes but a slab holds {room} (values larger than a slab are not supported yet)"
+            )));
+        }
+        if self.active.as_ref().is_some_and(|w| w.remaining() < total) {
+            self.rotate().await?;
+        }
+        let active = match &mut self.active {
+            Some(w) => w,
+            None => {
+                let id = self.next_file_id;
+                self.next_file_id += 1;
+                let w = SlabWriter::new(id, self.shared.config.slab_size);
+                self.shared
+                    .registry
+                    .insert(id, Source::Slab(w.slab().clone()));
+                self.logged_upto = 0;
+                self.active.insert(w)
+            }
+        };
+        let file_id = active.slab().file_id();
+        let last = ops.len().saturating_sub(1);
+        let mut updates = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let mut flags = if i == 0 { FLAG_BEGIN } else { 0 };
+            if i == last {
+                flags |= FLAG_END;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let (off, delete) = match op {
+                Op::Put(k, v) => (active.append(flags | FLAG_PUT, seq, k, v), false),
+                Op::Delete(k) => (active.append(flags | FLAG_DELETE, seq, k, &[]), true),
+            };
+            // Room for the whole write was checked above.
+            let off =
+                off.ok_or_else(|| Error::InvalidArgument("write does not fit in a slab".into()))?;
+            updates.push(Update {
+                key: op.key().clone(),
+                loc: Location {
+                    file_id,
+                    offset: off as u32,
+                },
+                delete,
+            });
+        }
+        Ok(updates)
+    }
+
+    /// Waits for the WAL write in flight, then writes and waits for the
+    /// pending group, so everything appended is durable (or failed).
+    async fn drain_wal(&mut self) {
+        for _ in 0..2 {
+            if let Some(inf) = self.inflight.take() {
+                let res = inf.rx.await.unwrap_or(Err(Error::Closed));
+                self.complete(inf.group, res);
+            }
+            self.advance();
+        }
+    }
+
+    /// Seals the active slab and hands it to the flush workers.
+    async fn rotate(&mut self) -> Result<()> {
+        self.drain_wal().await;
+        self.shared.check_poisoned()?;
+        self.seal_active().await
+    }
+
+    async fn seal_active(&mut self) -> Result<()> {
+        let Some(w) = self.active.take() else {
+            return Ok(());
+        };
+        let id = w.slab().file_id();
+        if w.is_empty() {
+            self.shared.registry.remove(id);
+            return Ok(());
+        }
+        w.publish();
+        if let Some(log) = &self.log {
+            let _ = log.tx.send(LogJob::Retire { file_id: id });
+        }
+        let written = if self.wal() { self.logged_upto } else { 0 };
+        self.send_to_flush(w.slab().clone(), written).await;
+        Ok(())
+    }
+
+    /// Waits for a backpressure permit, then queues the slab for flushing.
+    async fn send_to_flush(&mut self, slab: Arc<Slab>, written_upto: usize) {
+        let id = slab.file_id();
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        self.shared.flush_started(id);
+        self.highest_sealed = self.highest_sealed.max(id);
+        let sent = self.flush_tx.as_ref().map(|tx| {
+            tx.send(SealedSlab {
+                slab,
+                written_upto,
+                permit,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            self.shared.poison(&Error::Closed);
+            self.shared.flush_done(id);
+        }
+    }
+
+    /// Everything appended is durable and every slab is sealed and queued.
+    async fn seal_all(&mut self) -> Result<()> {
+        self.drain_wal().await;
+        self.shared.check_poisoned()?;
+        self.seal_active().await
+    }
+
+    async fn sync(&mut self, reply: oneshot::Sender<Result<()>>) {
+        match self.shared.config.durability {
+            // Every acknowledged write was fdatasync'ed before its ack.
+            Durability::Sync => {
+                let _ = reply.send(self.shared.check_poisoned());
+            }
+            Durability::Buffered => {
+                // Acknowledged writes reached the OS through the log thread;
+                // a SyncAll queued behind them covers the open WAL file, and
+                // sealed slabs are covered once their flush completes.
+                let (tx, rx) = oneshot::channel();
+                let sent = self
+                    .log
+                    .as_ref()
+                    .map(|l| l.tx.send(LogJob::SyncAll { reply: tx }));
+                let upto = self.highest_sealed;
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    let res = match sent {
+                        Some(Ok(())) => rx.await.unwrap_or(Err(Error::Closed)),
+                        _ => Err(Error::Closed),
+                    };
+                    let res = match res {
+                        Ok(()) => shared.wait_flushed(upto).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(res);
+                });
+            }
+            // Without a WAL, durable means flushed to a segment.
+            Durability::None => {
+                let res = self.seal_all().await;
+                let upto = self.highest_sealed;
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    let res = match res {
+                        Ok(()) => shared.wait_flushed(upto).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(res);
+                });
+            }
+        }
+    }
+
+    /// Drains, seals and waits for every flush, then stops the threads.
+    async fn shutdown(&mut self) -> Result<()> {
+        self.drain_wal().await;
+        let sealed = match self.shared.check_poisoned() {
+            Ok(()) => self.seal_active().await,
+            Err(e) => Err(e),
+        };
+        let flushed = self.shared.wait_flushed(self.highest_sealed).await;
+        // Dropping the senders stops the log thread and the flush workers.
+        self.log = None;
+        self.flush_tx = None;
+        self.shared.closed.store(true, Ordering::Release);
+        sealed.and(flushed)
+    }
+}
