@@ -111,7 +111,7 @@ async fn wal_truncated_mid_record_opens_with_the_tail_cut() {
         .set_len(cut as u64)
         .unwrap();
 
-    let db = small(dir.path()).open().await.unwrap();
+    let db = common::open_after_crash(small(dir.path())).await;
     let st = db.stats();
     assert!(st.recovered_torn_bytes > 0, "{st:?}");
     for i in 0..60 {
@@ -178,7 +178,7 @@ async fn garbage_and_flipped_bits_in_the_wal_tail_are_cut() {
     let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
     bytes[end..end + 100].fill(0xee); // garbage after the last record
     std::fs::write(&log, &bytes).unwrap();
-    let db = small(dir.path()).open().await.unwrap();
+    let db = common::open_after_crash(small(dir.path())).await;
     assert_eq!(db.stats().keys, 40);
     assert!(db.stats().recovered_torn_bytes >= 100);
     db.close().await.unwrap();

@@ -47,3 +47,18 @@ pub fn data_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Opens after a simulated crash: the crashed store's flush threads release
+/// the directory lock when they notice their channel closed, a moment after
+/// the runtime is gone (a killed process releases it at once).
+pub async fn open_after_crash(builder: Builder) -> Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match builder.clone().open().await {
+            Err(silt::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
