@@ -11,7 +11,7 @@ use crate::registry::Registry;
 use crate::shared::{Config, Shared};
 use crate::slab::FILE_HEADER_LEN;
 use crate::sync::Ordering;
-use crate::wal::LogThread;
+use crate::wal::{Wal, WalFiles};
 use crate::writer::{Op, Request, Writer};
 use bytes::Bytes;
 use futures::Stream;
@@ -219,23 +219,29 @@ impl Builder {
             .map_err(|_| Error::Closed)??;
         let (shared, init) = opened;
         let (tx, rx) = mpsc::channel(4096);
-        let log = if shared.config.durability == Durability::None {
+        let sync = shared.config.durability == Durability::Sync;
+        let wal = if shared.config.durability == Durability::None {
             None
         } else {
             // Buffered WAL writes go through the page cache: they return in
             // microseconds, while O_DIRECT would wait for the device
             // (docs/decisions.md).
-            let direct = shared.config.direct_io && shared.config.durability == Durability::Sync;
-            Some(LogThread::start(
+            let files = WalFiles::new(
                 shared.vfs.clone(),
                 shared.registry.data_dir().to_path_buf(),
-                direct,
+                shared.config.direct_io && sync,
                 shared.wal_direct.clone(),
-            )?)
+                sync,
+            );
+            Some(if sync {
+                Wal::spawn_thread(files)?
+            } else {
+                Wal::Inline(files)
+            })
         };
         let queue = shared.config.max_sealed_slabs + init.recovered.len();
         let flush_tx = flush::start_workers(shared.config.flush_workers, queue, shared.clone())?;
-        let writer = Writer::new(shared.clone(), rx, log, flush_tx, init);
+        let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init);
         rt.spawn(writer.run());
         Ok(Db {
             inner: Arc::new(Handle { tx, shared }),

@@ -74,7 +74,7 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
     let seg = segment_path(dir, id);
     let vfs = &shared.vfs;
     let data_end = slab.published();
-    let (file, _) = vfs
+    let (file, direct) = vfs
         .open_write(&log, sealed.written_upto == 0, shared.config.direct_io)
         .map_err(|e| Error::io("open slab file for flush", &log, e))?;
     write_slab_range(
@@ -82,6 +82,7 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
         slab,
         page_floor(sealed.written_upto),
         data_end,
+        direct,
         bounce,
     )
     .map_err(|e| Error::io("write segment data", &log, e))?;

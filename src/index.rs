@@ -193,14 +193,17 @@ mod tests {
     fn hash_collisions_are_resolved_by_key_bytes() {
         let idx = Index::default();
         // "Records": location -> key.
-        let mut keys: HashMap<Location, &str> = HashMap::new();
+        let mut keys: HashMap<Location, &'static str> = HashMap::new();
         keys.insert(loc(1, 10), "alpha");
         keys.insert(loc(1, 20), "beta");
         keys.insert(loc(1, 30), "alpha");
-        let same = |want: &'static str, keys: &HashMap<Location, &str>| {
+        fn same(
+            want: &'static str,
+            keys: &HashMap<Location, &'static str>,
+        ) -> impl Fn(Location) -> bool {
             let keys = keys.clone();
             move |l: Location| keys[&l] == want
-        };
+        }
         let h = 0xdead_beef_0000_0001;
         assert_eq!(idx.insert(h, loc(1, 10), same("alpha", &keys)), None);
         assert_eq!(idx.insert(h, loc(1, 20), same("beta", &keys)), None);

@@ -297,7 +297,9 @@ mod tests {
             w.append(*flags, i as u64 + 1, k, v).unwrap();
         }
         w.publish();
-        w.slab().bytes(0, w.slab().capacity()).unwrap().to_vec()
+        let mut img = w.slab().bytes(0, w.appended()).unwrap().to_vec();
+        img.resize(w.slab().capacity(), 0);
+        img
     }
 
     const ONE: u8 = FLAG_BEGIN | FLAG_END;

@@ -11,7 +11,7 @@ use crate::record;
 use crate::sync::{AtomicUsize, Ordering};
 
 /// Size of the file header (one page).
-pub(crate) const FILE_HEADER_LEN: usize = 4096;
+pub const FILE_HEADER_LEN: usize = 4096;
 /// Magic at the start of every data file.
 pub(crate) const FILE_MAGIC: &[u8; 8] = b"SILTDAT1";
 
@@ -120,7 +120,7 @@ use storage::Storage;
 
 /// An in-memory slab, shared by the writer, the log thread, flush workers and
 /// readers through `Arc<Slab>`.
-pub(crate) struct Slab {
+pub struct Slab {
     file_id: u32,
     mem: Storage,
     /// Bytes `[0, published)` are written and immutable.
@@ -196,7 +196,7 @@ impl Slab {
 
 /// The writer's side of a slab: the only handle that may append.
 #[derive(Debug)]
-pub(crate) struct SlabWriter {
+pub struct SlabWriter {
     slab: crate::sync::Arc<Slab>,
     appended: usize,
 }

@@ -16,7 +16,7 @@ use crate::registry::Source;
 use crate::shared::Shared;
 use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::sync::Ordering;
-use crate::wal::{LogJob, LogThread};
+use crate::wal::{LogJob, Wal};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -102,7 +102,7 @@ pub(crate) struct WriterInit {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Request>,
-    log: Option<LogThread>,
+    wal: Option<Wal>,
     flush_tx: Option<crossbeam_channel::Sender<SealedSlab>>,
     permits: Arc<Semaphore>,
     active: Option<SlabWriter>,
@@ -125,7 +125,7 @@ impl Writer {
     pub fn new(
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Request>,
-        log: Option<LogThread>,
+        wal: Option<Wal>,
         flush_tx: crossbeam_channel::Sender<SealedSlab>,
         init: WriterInit,
     ) -> Writer {
@@ -133,7 +133,7 @@ impl Writer {
             permits: Arc::new(Semaphore::new(shared.config.max_sealed_slabs)),
             shared,
             rx,
-            log,
+            wal,
             flush_tx: Some(flush_tx),
             active: None,
             logged_upto: 0,
@@ -208,27 +208,36 @@ impl Writer {
             self.complete(group, Ok(()));
             return;
         }
-        let (Some(w), Some(log)) = (&self.active, &self.log) else {
+        let (Some(w), Some(wal)) = (&self.active, &mut self.wal) else {
             let group = std::mem::take(&mut self.pending);
             self.complete(group, Err(Error::Closed));
             return;
         };
         let to = w.appended();
-        let (tx, rx) = oneshot::channel();
-        let job = LogJob::Write {
-            slab: w.slab().clone(),
-            from: self.logged_upto,
-            to,
-            sync: self.shared.config.durability == Durability::Sync,
-            reply: tx,
-        };
-        let group = std::mem::take(&mut self.pending);
-        if log.tx.send(job).is_err() {
-            self.complete(group, Err(Error::Closed));
-            return;
-        }
+        let from = self.logged_upto;
         self.logged_upto = to;
-        self.inflight = Some(Inflight { group, rx });
+        let group = std::mem::take(&mut self.pending);
+        match wal {
+            Wal::Inline(files) => {
+                let res = files.write(w.slab(), from, to, false);
+                self.complete(group, res);
+            }
+            Wal::Thread(tx) => {
+                let (reply, rx) = oneshot::channel();
+                let job = LogJob::Write {
+                    slab: w.slab().clone(),
+                    from,
+                    to,
+                    sync: self.shared.config.durability == Durability::Sync,
+                    reply,
+                };
+                if tx.send(job).is_err() {
+                    self.complete(group, Err(Error::Closed));
+                    return;
+                }
+                self.inflight = Some(Inflight { group, rx });
+            }
+        }
     }
 
     /// Applies a finished group: index first, then acknowledgements, so an
@@ -384,8 +393,12 @@ impl Writer {
             return Ok(());
         }
         w.publish();
-        if let Some(log) = &self.log {
-            let _ = log.tx.send(LogJob::Retire { file_id: id });
+        match &mut self.wal {
+            Some(Wal::Thread(tx)) => {
+                let _ = tx.send(LogJob::Retire { file_id: id });
+            }
+            Some(Wal::Inline(files)) => files.retire(id),
+            None => {}
         }
         let written = if self.wal() { self.logged_upto } else { 0 };
         self.send_to_flush(w.slab().clone(), written).await;
@@ -427,20 +440,21 @@ impl Writer {
                 let _ = reply.send(self.shared.check_poisoned());
             }
             Durability::Buffered => {
-                // Acknowledged writes reached the OS through the log thread;
-                // a SyncAll queued behind them covers the open WAL file, and
-                // sealed slabs are covered once their flush completes.
-                let (tx, rx) = oneshot::channel();
-                let sent = self
-                    .log
-                    .as_ref()
-                    .map(|l| l.tx.send(LogJob::SyncAll { reply: tx }));
+                // Acknowledged writes reached the page cache: fdatasync the
+                // open WAL files (off the runtime); sealed slabs are covered
+                // once their flush completes.
+                let job = match &self.wal {
+                    Some(Wal::Inline(files)) => Some(files.sync_job()),
+                    _ => None,
+                };
                 let upto = self.highest_sealed;
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
-                    let res = match sent {
-                        Some(Ok(())) => rx.await.unwrap_or(Err(Error::Closed)),
-                        _ => Err(Error::Closed),
+                    let res = match job {
+                        Some(job) => tokio::task::spawn_blocking(job)
+                            .await
+                            .unwrap_or(Err(Error::Closed)),
+                        None => Err(Error::Closed),
                     };
                     let res = match res {
                         Ok(()) => shared.wait_flushed(upto).await,
@@ -474,7 +488,7 @@ impl Writer {
         };
         let flushed = self.shared.wait_flushed(self.highest_sealed).await;
         // Dropping the senders stops the log thread and the flush workers.
-        self.log = None;
+        self.wal = None;
         self.flush_tx = None;
         self.shared.closed.store(true, Ordering::Release);
         sealed.and(flushed)

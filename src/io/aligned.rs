@@ -1,7 +1,4 @@
-//! A page-aligned, zero-initialised heap buffer for O_DIRECT I/O.
-
-use std::alloc::{self, Layout};
-use std::ptr::NonNull;
+//! A page-aligned, zero-initialised buffer for O_DIRECT I/O.
 
 /// The page size silt aligns every file write to.
 pub(crate) const PAGE: usize = 4096;
@@ -16,73 +13,66 @@ pub(crate) const fn page_floor(n: usize) -> usize {
     n / PAGE * PAGE
 }
 
-/// A heap buffer whose start and length are multiples of [`PAGE`], as
-/// O_DIRECT requires. Zeroed on allocation; for large sizes the allocator
-/// maps fresh pages, so untouched pages cost no RAM.
+/// A buffer whose start and length are multiples of [`PAGE`], as O_DIRECT
+/// requires: an anonymous private mapping, so it is zeroed lazily by the
+/// kernel (a 64 MiB slab costs nothing until its pages are touched; Rust's
+/// `alloc_zeroed` with 4 KiB alignment would memset all of it).
 pub(crate) struct AlignedBuf {
-    ptr: NonNull<u8>,
-    len: usize,
+    map: memmap2::MmapMut,
+    /// Taken once from `&mut map`, so writes through it never come from a
+    /// shared borrow.
+    ptr: *mut u8,
 }
 
-// SAFETY: AlignedBuf owns its allocation like a Box<[u8]>; sharing rules are
-// those of the owner (`&` gives reads, `&mut` gives writes), except where a
-// wrapper (the slab) documents its own protocol.
+// SAFETY: AlignedBuf owns its mapping like a Box<[u8]>; `ptr` points into
+// it. Sharing rules are those of the owner (`&` reads, `&mut` writes),
+// except where a wrapper (the slab) documents its own protocol.
 unsafe impl Send for AlignedBuf {}
 // SAFETY: as above; `&AlignedBuf` only hands out shared reads.
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes, rounded up to a whole number of pages
-    /// (at least one).
+    /// (at least one). Aborts like any allocation if memory is exhausted.
     pub fn zeroed(len: usize) -> AlignedBuf {
         let len = page_ceil(len.max(1));
-        // A page-multiple length with page alignment is always a valid layout
-        // on 64-bit targets for the sizes silt allows (<= 4 GiB).
-        let layout = match Layout::from_size_align(len, PAGE) {
-            Ok(l) => l,
-            Err(_) => alloc::handle_alloc_error(Layout::new::<u8>()),
-        };
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len }
+        match memmap2::MmapMut::map_anon(len) {
+            Ok(mut map) => {
+                let ptr = map.as_mut_ptr();
+                AlignedBuf { map, ptr }
+            }
+            Err(_) => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len, PAGE)
+                    .unwrap_or(std::alloc::Layout::new::<u8>()),
+            ),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
+    /// Start of the buffer. Writing through it needs the caller's own
+    /// exclusivity argument (the slab's watermark protocol).
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.ptr
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len initialised (zeroed) bytes for the life of self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: ptr is valid for len() initialised bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len()) }
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with exactly this layout.
-        unsafe {
-            alloc::dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.len, PAGE),
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len()) }
     }
 }
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
+            .field("len", &self.len())
             .finish()
     }
 }

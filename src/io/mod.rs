@@ -42,17 +42,28 @@ pub(crate) trait Vfs: Send + Sync + std::fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
 }
 
-/// Writes the slab bytes `[from, to)` to `file` at the same offsets, as whole
-/// pages: full pages straight from the slab buffer, the partial last page
-/// through `bounce` (so no byte the writer may still change is read by an
-/// I/O in flight). `to` must be at most the slab's watermark.
+/// Writes the slab bytes `[from, to)` to `file` at the same offsets.
+/// With `direct` (O_DIRECT) as whole pages: full pages straight from the
+/// slab buffer, the partial last page through `bounce` (so no byte the
+/// writer may still change is read by an I/O in flight). Without it, exactly
+/// `[from, to)` from the slab. `to` must be at most the slab's watermark.
 pub(crate) fn write_slab_range(
     file: &dyn FileIo,
     slab: &Slab,
     from: usize,
     to: usize,
+    direct: bool,
     bounce: &mut AlignedBuf,
 ) -> io::Result<()> {
+    if !direct {
+        if to > from {
+            let bytes = slab
+                .bytes(from, to - from)
+                .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
+            file.write_at(bytes, from as u64)?;
+        }
+        return Ok(());
+    }
     let start = page_floor(from);
     let full_end = page_floor(to).max(start);
     if full_end > start {

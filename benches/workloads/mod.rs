@@ -1,0 +1,213 @@
+//! The standard silt workloads, shared by `benches/core.rs` and the CLI's
+//! `bench` command (included by path, so there is one copy).
+#![allow(dead_code)]
+
+use silt::{Db, WriteBatch};
+use std::time::{Duration, Instant};
+
+/// 16-byte key number `i`.
+pub fn key(i: u64) -> Vec<u8> {
+    format!("{i:016}").into_bytes()
+}
+
+/// 100-byte value for key `i`.
+pub fn value(i: u64) -> Vec<u8> {
+    let mut v = format!("value-{i}-").into_bytes();
+    v.resize(100, b'.');
+    v
+}
+
+/// One line of a results table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub ops: u64,
+    pub elapsed: Duration,
+    pub bytes: u64,
+    pub note: String,
+}
+
+impl Row {
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn print_table(rows: &[Row]) {
+    println!(
+        "| {:<44} | {:>10} | {:>12} | {:>9} | {:<34} |",
+        "workload", "ops", "ops/s", "MB/s", "notes"
+    );
+    println!(
+        "|{:-<46}|{:->12}|{:->14}|{:->11}|{:-<36}|",
+        "", "", "", "", ""
+    );
+    for r in rows {
+        println!(
+            "| {:<44} | {:>10} | {:>12.0} | {:>9.1} | {:<34} |",
+            r.name,
+            r.ops,
+            r.ops_per_sec(),
+            r.mb_per_sec(),
+            r.note
+        );
+    }
+}
+
+fn pair_bytes(n: u64) -> u64 {
+    n * (16 + 100)
+}
+
+/// `n` sequential puts from one spawned task (a runtime worker, as in a
+/// service; `block_on`'s thread is not a worker and would add two thread
+/// hops per call).
+pub async fn fill_sequential(db: &Db, start: u64, n: u64) -> Row {
+    let t = Instant::now();
+    let db2 = db.clone();
+    tokio::spawn(async move {
+        for i in start..start + n {
+            db2.put(key(i), value(i)).await.expect("put");
+        }
+    })
+    .await
+    .expect("task");
+    Row {
+        name: "fill, 1 task, sequential puts".into(),
+        ops: n,
+        elapsed: t.elapsed(),
+        bytes: pair_bytes(n),
+        note: String::new(),
+    }
+}
+
+/// `n` puts spread over `tasks` concurrent tasks.
+pub async fn fill_concurrent(db: &Db, start: u64, n: u64, tasks: u64) -> Row {
+    let t = Instant::now();
+    let per = n / tasks;
+    let mut handles = Vec::new();
+    for w in 0..tasks {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per as usize);
+            for i in start + w * per..start + (w + 1) * per {
+                let t = Instant::now();
+                db.put(key(i), value(i)).await.expect("put");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.expect("task"));
+    }
+    let elapsed = t.elapsed();
+    let st = db.stats();
+    Row {
+        name: format!("fill, {tasks} tasks"),
+        ops: per * tasks,
+        elapsed,
+        bytes: pair_bytes(per * tasks),
+        note: format!(
+            "{}, avg group {:.1}",
+            percentiles(&mut lat),
+            st.avg_group_size
+        ),
+    }
+}
+
+/// `n` puts as WriteBatches of `batch` from one spawned task.
+pub async fn fill_batches(db: &Db, start: u64, n: u64, batch: u64) -> Row {
+    let t = Instant::now();
+    let db2 = db.clone();
+    tokio::spawn(async move {
+        let mut i = start;
+        while i < start + n {
+            let mut b = WriteBatch::new();
+            for j in i..(i + batch).min(start + n) {
+                b.put(key(j), value(j));
+            }
+            db2.write(b).await.expect("write");
+            i += batch;
+        }
+    })
+    .await
+    .expect("task");
+    Row {
+        name: format!("fill, 1 task, batches of {batch}"),
+        ops: n,
+        elapsed: t.elapsed(),
+        bytes: pair_bytes(n),
+        note: String::new(),
+    }
+}
+
+/// `n` gets of random existing keys (`0..keys`) from `tasks` tasks.
+pub async fn random_gets(db: &Db, keys: u64, n: u64, tasks: u64, missing: bool) -> Row {
+    let t = Instant::now();
+    let per = n / tasks;
+    let mut handles = Vec::new();
+    for w in 0..tasks {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            // xorshift: cheap, deterministic per task.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
+            let mut lat = Vec::with_capacity(per as usize);
+            for _ in 0..per {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = if missing { keys + x % keys } else { x % keys };
+                let k = key(i);
+                let t = Instant::now();
+                let v = db.get(&k).await.expect("get");
+                lat.push(t.elapsed());
+                assert_eq!(v.is_some(), !missing, "key {i}");
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.expect("task"));
+    }
+    Row {
+        name: format!(
+            "{} gets, {tasks} task{}",
+            if missing { "missing-key" } else { "random" },
+            if tasks == 1 { "" } else { "s" }
+        ),
+        ops: per * tasks,
+        elapsed: t.elapsed(),
+        bytes: if missing { 0 } else { per * tasks * 100 },
+        note: percentiles(&mut lat),
+    }
+}
+
+pub fn percentiles(lat: &mut [Duration]) -> String {
+    if lat.is_empty() {
+        return String::new();
+    }
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    format!("p50 {:.1} µs, p99 {:.1} µs", p(0.5), p(0.99))
+}
+
+/// Bytes of every file under `path`.
+pub fn disk_bytes(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                total += disk_bytes(&p);
+            } else if let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
