@@ -172,7 +172,9 @@ impl Builder {
     }
 
     fn config(&self) -> Result<Config> {
-        if !(64 * KIB..=1024 * MIB).contains(&self.slab_size) || !self.slab_size.is_multiple_of(4096) {
+        if !(64 * KIB..=1024 * MIB).contains(&self.slab_size)
+            || !self.slab_size.is_multiple_of(4096)
+        {
             return Err(Error::Config(format!(
                 "slab_size must be 64 KiB..=1 GiB and a multiple of 4 KiB, got {}",
                 self.slab_size

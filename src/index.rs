@@ -2,10 +2,15 @@
 //!
 //! Each entry is 12 bytes: the low 32 bits of the key's xxh3 hash, the file id
 //! and the offset of the record. The shard is picked by the top bits of the
-//! hash, so an entry effectively matches 32 + `SHARD_BITS` hash bits. Full key
-//! bytes live only in the record: every lookup compares them (through the
-//! caller's `is_key`), so two keys with equal hashes are both kept and found
-//! correctly.
+//! hash. Full key bytes live only in the record: every lookup compares them
+//! (through the caller's `is_key`), so two keys with equal hashes are both
+//! kept and found correctly.
+//!
+//! Shards are deliberately unequal: shard `i` gets a share of the hash space
+//! proportional to 2^(i/64). With equal shares every table would double at
+//! the same moment and the whole index would swing between 13 and 30 bytes
+//! per key; staggered, the shards' load factors spread over a whole doubling
+//! and the index stays near 21 bytes per key (docs/decisions.md).
 //!
 //! Only the writer actor (and recovery, before the writer starts) inserts or
 //! removes, so "newest wins" is decided by the order the writer applies
@@ -14,8 +19,31 @@
 use crate::sync::{read, write, RwLock};
 use hashbrown::HashTable;
 
-const SHARD_BITS: u32 = 6;
-const SHARDS: usize = 1 << SHARD_BITS;
+const SHARDS: usize = 64;
+/// The top `ROUTE_BITS` of a hash pick a slot of the routing table.
+const ROUTE_BITS: u32 = 12;
+
+/// slot → shard, with shard `i` owning a run of slots proportional to
+/// 2^(i/SHARDS).
+fn routing_table() -> Box<[u8]> {
+    let slots = 1usize << ROUTE_BITS;
+    let weights: Vec<f64> = (0..SHARDS)
+        .map(|i| (i as f64 / SHARDS as f64).exp2())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut table = Vec::with_capacity(slots);
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w;
+        let end = if i + 1 == SHARDS {
+            slots
+        } else {
+            (acc / total * slots as f64).round() as usize
+        };
+        table.resize(end.max(table.len()), i as u8);
+    }
+    table.into_boxed_slice()
+}
 
 /// Where a record lives: which file (slab or segment) and at what offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,13 +75,10 @@ fn table_hash(h32: u32) -> u64 {
     (h32 as u64 | (h32 as u64) << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn split(hash: u64) -> (usize, u32) {
-    ((hash >> (64 - SHARD_BITS)) as usize, hash as u32)
-}
-
 /// The sharded index.
 pub(crate) struct Index {
     shards: Box<[RwLock<HashTable<Entry>>]>,
+    route: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Index {
@@ -66,6 +91,7 @@ impl Default for Index {
     fn default() -> Self {
         Index {
             shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            route: routing_table(),
         }
     }
 }
@@ -73,6 +99,58 @@ impl Default for Index {
 impl Index {
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The shard of a key hash.
+    pub fn shard_of(&self, hash: u64) -> usize {
+        self.route[(hash >> (64 - ROUTE_BITS)) as usize] as usize
+    }
+
+    fn split(&self, hash: u64) -> (usize, u32) {
+        (self.shard_of(hash), hash as u32)
+    }
+
+    /// Applies `(hash, location, is_delete)` changes, all of shard `i`, in
+    /// order, under one lock, after sizing the table once (recovery).
+    /// `same(old, new)` says whether two locations hold the same key.
+    pub fn load_shard(
+        &self,
+        i: usize,
+        changes: &[(u64, Location, bool)],
+        mut same: impl FnMut(Location, Location) -> bool,
+    ) {
+        let Some(shard) = self.shards.get(i) else {
+            return;
+        };
+        let mut table = write(shard);
+        table.reserve(changes.len(), |e| table_hash(e.h32));
+        for &(hash, loc, delete) in changes {
+            let h32 = hash as u32;
+            let th = table_hash(h32);
+            let found = table.find_entry(th, |e| e.h32 == h32 && same(e.location(), loc));
+            match (found, delete) {
+                (Ok(entry), true) => {
+                    entry.remove();
+                }
+                (Ok(mut entry), false) => {
+                    let e = entry.get_mut();
+                    e.file_id = loc.file_id;
+                    e.offset = loc.offset;
+                }
+                (Err(_), true) => {}
+                (Err(_), false) => {
+                    table.insert_unique(
+                        th,
+                        Entry {
+                            h32,
+                            file_id: loc.file_id,
+                            offset: loc.offset,
+                        },
+                        |e| table_hash(e.h32),
+                    );
+                }
+            }
+        }
     }
 
     /// The location of the key whose hash is `hash`. `is_key(loc)` must say
@@ -83,7 +161,7 @@ impl Index {
         hash: u64,
         mut is_key: impl FnMut(Location) -> Result<bool, E>,
     ) -> Result<Option<Location>, E> {
-        let (shard, h32) = split(hash);
+        let (shard, h32) = self.split(hash);
         let table = read(&self.shards[shard]);
         let mut first_err = None;
         let found = table.find(table_hash(h32), |e| {
@@ -111,7 +189,7 @@ impl Index {
         loc: Location,
         mut is_key: impl FnMut(Location) -> bool,
     ) -> Option<Location> {
-        let (shard, h32) = split(hash);
+        let (shard, h32) = self.split(hash);
         let mut table = write(&self.shards[shard]);
         let th = table_hash(h32);
         if let Some(e) = table.find_mut(th, |e| e.h32 == h32 && is_key(e.location())) {
@@ -134,7 +212,7 @@ impl Index {
 
     /// Removes the key; returns where it was.
     pub fn remove(&self, hash: u64, mut is_key: impl FnMut(Location) -> bool) -> Option<Location> {
-        let (shard, h32) = split(hash);
+        let (shard, h32) = self.split(hash);
         let mut table = write(&self.shards[shard]);
         match table.find_entry(table_hash(h32), |e| e.h32 == h32 && is_key(e.location())) {
             Ok(entry) => Some(entry.remove().0.location()),
@@ -226,6 +304,28 @@ mod tests {
         assert_eq!(idx.len(), 1);
     }
 
+    /// Recovery's bulk load: same-hash different keys both kept, later
+    /// records of one key win, deletes remove only their own key.
+    #[test]
+    fn load_shard_resolves_collisions_and_order() {
+        let idx = Index::default();
+        let h = 0x1234_5678_9abc_def0u64;
+        let i = idx.shard_of(h);
+        // Locations 10 and 30 hold "alpha", 20 and 40 hold "beta".
+        let key = |l: Location| if l.offset % 20 == 10 { "alpha" } else { "beta" };
+        let changes = [
+            (h, loc(1, 10), false),
+            (h, loc(1, 20), false),
+            (h, loc(2, 30), false),
+            (h, loc(2, 40), true),
+        ];
+        idx.load_shard(i, &changes, |a, b| key(a) == key(b));
+        let find = |k: &'static str| idx.get(h, |l| Ok::<_, ()>(key(l) == k)).unwrap();
+        assert_eq!(find("alpha"), Some(loc(2, 30)));
+        assert_eq!(find("beta"), None);
+        assert_eq!(idx.len(), 1);
+    }
+
     #[test]
     fn read_errors_surface_only_without_a_match() {
         let idx = Index::default();
@@ -248,5 +348,39 @@ mod tests {
             .map(|i| idx.shard_locations(i).len())
             .sum();
         assert_eq!(total, 100_000);
+    }
+
+    #[test]
+    fn routing_spreads_shards_from_one_to_two() {
+        let t = routing_table();
+        assert_eq!(t.len(), 1 << ROUTE_BITS);
+        let count = |i: u8| t.iter().filter(|&&s| s == i).count();
+        let (first, last) = (count(0), count(SHARDS as u8 - 1));
+        assert!(first > 30 && last > first, "{first} {last}");
+        assert!(
+            (last as f64 / first as f64 - 2.0).abs() < 0.2,
+            "{first} {last}"
+        );
+        assert!(t.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    /// Index memory stays under 24 bytes per key at every size, not only
+    /// right before the tables double (DESIGN §7 target).
+    #[test]
+    fn memory_per_key_stays_under_target_while_growing() {
+        let idx = Index::default();
+        let mut worst: f64 = 0.0;
+        for i in 0..1_000_000u64 {
+            let h = crate::record::key_hash(&i.to_le_bytes());
+            idx.insert(h, loc(1, i as u32), |_| false);
+            if i >= 50_000 && i % 25_000 == 0 {
+                worst = worst.max(idx.heap_bytes() as f64 / i as f64);
+            }
+        }
+        assert!(worst <= 24.0, "worst {worst:.1} bytes per key");
+        let total: usize = (0..idx.shard_count())
+            .map(|i| idx.shard_locations(i).len())
+            .sum();
+        assert_eq!(total, 1_000_000);
     }
 }
