@@ -178,7 +178,7 @@ fn rebuild_index(shared: &Shared, per_file: Vec<(u32, Vec<FooterEntry>)>) -> u64
                 file_id,
                 offset: e.offset,
             };
-            by_shard[index.shard_of(e.hash)].push((e.hash, loc, e.is_delete()));
+            by_shard[index.shard_of(e.hash)].push((e.hash, loc, e.delete));
         }
     }
     let threads = std::thread::available_parallelism()

@@ -10,7 +10,10 @@ use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 
 /// Bytes of one footer entry.
-pub(crate) const FOOTER_ENTRY_LEN: usize = 28;
+pub(crate) const FOOTER_ENTRY_LEN: usize = 16;
+/// In a footer entry's offset field: the record is a delete. Offsets are
+/// below 1 GiB (the largest slab), so the top bit is free.
+const OFFSET_DELETE_BIT: u32 = 1 << 31;
 /// Bytes of the trailer, which ends the file.
 pub(crate) const TRAILER_LEN: usize = 40;
 const TRAILER_MAGIC: &[u8; 8] = b"SILTEND1";
@@ -21,14 +24,7 @@ pub(crate) struct FooterEntry {
     pub hash: u64,
     pub offset: u32,
     pub len: u32,
-    pub seq: u64,
-    pub flags: u8,
-}
-
-impl FooterEntry {
-    pub fn is_delete(&self) -> bool {
-        self.flags & record::FLAG_DELETE != 0
-    }
+    pub delete: bool,
 }
 
 /// What a record-by-record scan found.
@@ -55,6 +51,7 @@ pub(crate) fn scan_records(data: &[u8], verify: bool) -> Scan {
     };
     let mut pos = FILE_HEADER_LEN;
     let mut group: Vec<FooterEntry> = Vec::new();
+    let mut group_max_seq = 0u64;
     while pos < data.len() {
         let rest = &data[pos..];
         let decoded = if verify {
@@ -79,6 +76,7 @@ pub(crate) fn scan_records(data: &[u8], verify: bool) -> Scan {
         // (cannot happen in files silt wrote); drop the open group.
         if h.flags & FLAG_BEGIN != 0 {
             group.clear();
+            group_max_seq = 0;
         } else if group.is_empty() {
             scan.stopped_by = Some(DecodeError::BadHeader);
             break;
@@ -88,14 +86,12 @@ pub(crate) fn scan_records(data: &[u8], verify: bool) -> Scan {
             hash: record::key_hash(key),
             offset,
             len,
-            seq: h.seq,
-            flags: h.flags,
+            delete: h.is_delete(),
         });
+        group_max_seq = group_max_seq.max(h.seq);
         pos += h.record_len();
         if h.flags & FLAG_END != 0 {
-            scan.max_seq = scan
-                .max_seq
-                .max(group.iter().map(|e| e.seq).max().unwrap_or(0));
+            scan.max_seq = scan.max_seq.max(group_max_seq);
             scan.entries.append(&mut group);
             scan.valid_end = pos;
         }
@@ -123,10 +119,9 @@ pub(crate) fn encode_footer(
     for (i, e) in entries.iter().enumerate() {
         let o = &mut out[i * FOOTER_ENTRY_LEN..(i + 1) * FOOTER_ENTRY_LEN];
         o[0..8].copy_from_slice(&e.hash.to_le_bytes());
-        o[8..12].copy_from_slice(&e.offset.to_le_bytes());
+        let off = e.offset | if e.delete { OFFSET_DELETE_BIT } else { 0 };
+        o[8..12].copy_from_slice(&off.to_le_bytes());
         o[12..16].copy_from_slice(&e.len.to_le_bytes());
-        o[16..24].copy_from_slice(&e.seq.to_le_bytes());
-        o[24] = e.flags;
     }
     let t = total - TRAILER_LEN;
     out[t..t + 8].copy_from_slice(&(footer_off as u64).to_le_bytes());
@@ -198,12 +193,12 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
     }
     let mut entries = Vec::with_capacity(count as usize);
     for o in footer.chunks_exact(FOOTER_ENTRY_LEN) {
+        let off = le_u32(&o[8..12]);
         let e = FooterEntry {
             hash: le_u64(&o[0..8]),
-            offset: le_u32(&o[8..12]),
+            offset: off & !OFFSET_DELETE_BIT,
             len: le_u32(&o[12..16]),
-            seq: le_u64(&o[16..24]),
-            flags: o[24],
+            delete: off & OFFSET_DELETE_BIT != 0,
         };
         if (e.offset as u64) < FILE_HEADER_LEN as u64 || e.offset as u64 + e.len as u64 > data_end {
             return Err(format!(
@@ -316,7 +311,7 @@ mod tests {
         // The last batch has no END: it is not committed.
         assert_eq!(s.entries.len(), 3);
         assert_eq!(s.max_seq, 3);
-        assert!(s.entries[2].is_delete());
+        assert!(s.entries[2].delete);
         assert_eq!(s.torn_bytes, (record::HEADER_LEN + 2) as u64);
         assert_eq!(s.stopped_by, None);
     }
