@@ -109,6 +109,8 @@ pub struct Stats {
     pub recovered_torn_bytes: u64,
     /// Records found at open.
     pub recovered_records: u64,
+    /// Flush attempts that failed and were retried.
+    pub flush_retries: u64,
     /// The I/O engine in use.
     pub io_backend: IoBackend,
     /// Whether WAL files are written with O_DIRECT (false for `Buffered`, on
@@ -128,6 +130,8 @@ pub struct Builder {
     flush_workers: usize,
     direct_io: bool,
     verify_checksums: bool,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<Arc<crate::FaultInjector>>,
 }
 
 const KIB: usize = 1024;
@@ -171,6 +175,22 @@ impl Builder {
         self
     }
 
+    /// Routes every file write, sync, rename and directory fsync through a
+    /// [`crate::FaultInjector`] (feature `fault-injection`; tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_injector(mut self, inj: Arc<crate::FaultInjector>) -> Self {
+        self.fault = Some(inj);
+        self
+    }
+
+    fn vfs(&self) -> Arc<dyn Vfs> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(inj) = &self.fault {
+            return Arc::new(crate::io::fault::FaultVfs::new(inj.clone()));
+        }
+        Arc::new(StdVfs)
+    }
+
     fn config(&self) -> Result<Config> {
         if !(64 * KIB..=1024 * MIB).contains(&self.slab_size)
             || !self.slab_size.is_multiple_of(4096)
@@ -210,7 +230,7 @@ impl Builder {
             Error::Config("Db::open must be called from within a Tokio runtime".into())
         })?;
         let path = self.path.clone();
-        let vfs: Arc<dyn Vfs> = Arc::new(StdVfs);
+        let vfs = self.vfs();
         let span = tracing::info_span!("open", path = %path.display());
         let opened = rt
             .spawn_blocking(move || {
@@ -338,6 +358,8 @@ impl Db {
             flush_workers: 2,
             direct_io: true,
             verify_checksums: true,
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         }
     }
 
@@ -497,6 +519,7 @@ impl Db {
             max_group_size: c.max_group.load(Ordering::Relaxed),
             recovered_torn_bytes: c.recovered_torn_bytes.load(Ordering::Relaxed),
             recovered_records: c.recovered_records.load(Ordering::Relaxed),
+            flush_retries: c.flush_retries.load(Ordering::Relaxed),
             io_backend: IoBackend::Std,
             wal_direct_io: s.wal_direct.load(Ordering::Relaxed),
             durability: s.config.durability,

@@ -47,7 +47,7 @@ pub(crate) fn start_workers(
                     let id = sealed.slab.file_id();
                     let span = tracing::info_span!("flush", file_id = id);
                     let _enter = span.enter();
-                    match flush_one(&shared, &sealed, &mut bounce) {
+                    match flush_with_retries(&shared, &sealed, &mut bounce) {
                         Ok(segment) => {
                             shared.registry.insert(id, Source::Segment(Arc::new(segment)));
                             tracing::debug!("segment published");
@@ -64,6 +64,36 @@ pub(crate) fn start_workers(
             .map_err(|e| Error::io("spawn flush worker", shared.registry.data_dir(), e))?;
     }
     Ok(tx)
+}
+
+/// Attempts after the first before a flush failure poisons the store.
+const FLUSH_RETRIES: u32 = 5;
+
+/// A transient failure (ENOSPC until space is freed, a passing EIO) is
+/// retried with backoff (10 ms … 160 ms); the slab stays readable in memory
+/// meanwhile. Each attempt starts over from the slab, so a half-written file
+/// is simply rewritten.
+fn flush_with_retries(
+    shared: &Shared,
+    sealed: &SealedSlab,
+    bounce: &mut AlignedBuf,
+) -> Result<Segment> {
+    let mut attempt = 0;
+    loop {
+        match flush_one(shared, sealed, bounce) {
+            Ok(segment) => return Ok(segment),
+            Err(e) if attempt < FLUSH_RETRIES => {
+                shared
+                    .counters
+                    .flush_retries
+                    .fetch_add(1, crate::sync::Ordering::Relaxed);
+                tracing::warn!(error = %e, attempt, "flush failed; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(10 << attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> Result<Segment> {

@@ -55,4 +55,6 @@ mod writer;
 #[cfg(not(loom))]
 pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch};
 pub use error::{Error, Result};
+#[cfg(all(feature = "fault-injection", not(loom)))]
+pub use io::fault::{Fault, FaultInjector, FaultPlan, OpKind};
 pub use record::MAX_KEY_LEN;

@@ -32,6 +32,7 @@ pub(crate) struct Counters {
     pub max_group: AtomicU64,
     pub recovered_torn_bytes: AtomicU64,
     pub recovered_records: AtomicU64,
+    pub flush_retries: AtomicU64,
 }
 
 /// See the module docs.

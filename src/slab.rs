@@ -265,6 +265,21 @@ impl SlabWriter {
         Some(off)
     }
 
+    /// Forgets everything appended from `off` on (records whose WAL write
+    /// failed): zeroes it and lowers the watermark. Only valid while no I/O
+    /// reads those bytes and no index entry points at them.
+    #[cfg(not(loom))]
+    pub fn rollback(&mut self, off: usize) {
+        if off >= self.appended || off < FILE_HEADER_LEN {
+            return;
+        }
+        // SAFETY: [off, appended) belongs to the writer: nothing indexed
+        // points there and no I/O is in flight (caller's contract).
+        unsafe { self.slab.mem.slice_mut(off, self.appended - off) }.fill(0);
+        self.appended = off;
+        self.publish();
+    }
+
     /// Makes everything appended so far readable and immutable.
     pub fn publish(&self) {
         self.slab.published.store(self.appended, Ordering::Release);

@@ -20,6 +20,38 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// Why a WAL write failed.
+#[derive(Debug, Clone)]
+pub(crate) enum WalError {
+    /// Creating or writing the file failed (e.g. ENOSPC): nothing after the
+    /// group's start can be trusted, but earlier data is as durable as it
+    /// was. The writer rolls back and carries on.
+    Write(Error),
+    /// fdatasync (or the directory fsync) failed: the kernel may have
+    /// dropped dirty pages, so nothing written since the last good sync can
+    /// be called durable, now or by a retry. The store is poisoned.
+    Sync(Error),
+}
+
+impl WalError {
+    pub fn error(&self) -> &Error {
+        match self {
+            WalError::Write(e) | WalError::Sync(e) => e,
+        }
+    }
+}
+
+/// One open WAL file.
+#[derive(Debug)]
+struct WalFile {
+    io: Arc<dyn FileIo>,
+    direct: bool,
+    /// End of what was ever written to the file. After a rollback, a later
+    /// write that ends before it zeroes the rest, so no record of a failed
+    /// group can be found by recovery behind newer records.
+    written_end: usize,
+}
+
 /// The open WAL files and the code that writes them.
 #[derive(Debug)]
 pub(crate) struct WalFiles {
@@ -30,8 +62,7 @@ pub(crate) struct WalFiles {
     /// fsync the directory when a file is created (needed for power-loss
     /// durability; `Buffered` does it in `sync` instead).
     sync_dir_on_create: bool,
-    /// Open files and whether each is O_DIRECT.
-    files: HashMap<u32, (Arc<dyn FileIo>, bool)>,
+    files: HashMap<u32, WalFile>,
     bounce: AlignedBuf,
 }
 
@@ -56,30 +87,52 @@ impl WalFiles {
 
     /// Writes slab bytes `[from, to)` to the slab's file (created on first
     /// use), then fdatasyncs if `sync`.
-    pub fn write(&mut self, slab: &Slab, from: usize, to: usize, sync: bool) -> Result<()> {
+    pub fn write(
+        &mut self,
+        slab: &Slab,
+        from: usize,
+        to: usize,
+        sync: bool,
+    ) -> Result<(), WalError> {
         let id = slab.file_id();
         let path = log_path(&self.data_dir, id);
         if !self.files.contains_key(&id) {
             let (file, direct) = self
                 .vfs
                 .open_write(&path, true, self.direct)
-                .map_err(|e| Error::io("create WAL", &path, e))?;
+                .map_err(|e| WalError::Write(Error::io("create WAL", &path, e)))?;
             self.direct_used.store(direct, Ordering::Relaxed);
             if self.sync_dir_on_create {
                 // The new entry must be durable before any write in the file
                 // is acknowledged as durable.
-                self.vfs
-                    .sync_dir(&self.data_dir)
-                    .map_err(|e| Error::io("fsync data directory", &self.data_dir, e))?;
+                self.vfs.sync_dir(&self.data_dir).map_err(|e| {
+                    WalError::Sync(Error::io("fsync data directory", &self.data_dir, e))
+                })?;
             }
-            self.files.insert(id, (Arc::from(file), direct));
+            let file = WalFile {
+                io: Arc::from(file),
+                direct,
+                written_end: 0,
+            };
+            self.files.insert(id, file);
         }
-        let (file, direct) = self.files.get(&id).ok_or(Error::Closed)?;
-        write_slab_range(&**file, slab, from, to, *direct, &mut self.bounce)
-            .map_err(|e| Error::io("write WAL", &path, e))?;
+        let file = self
+            .files
+            .get_mut(&id)
+            .ok_or(WalError::Write(Error::Closed))?;
+        let write_err = |e| WalError::Write(Error::io("write WAL", &path, e));
+        // Until the write succeeds, assume it reached anywhere up to `to`.
+        file.written_end = file.written_end.max(to);
+        write_slab_range(&*file.io, slab, from, to, file.direct, &mut self.bounce)
+            .map_err(write_err)?;
+        if file.written_end > to {
+            zero_range(&*file.io, to, file.written_end, file.direct).map_err(write_err)?;
+            file.written_end = to;
+        }
         if sync {
-            file.sync_data()
-                .map_err(|e| Error::io("fdatasync WAL", &path, e))?;
+            file.io
+                .sync_data()
+                .map_err(|e| WalError::Sync(Error::io("fdatasync WAL", &path, e)))?;
         }
         Ok(())
     }
@@ -95,7 +148,7 @@ impl WalFiles {
         let files: Vec<(u32, Arc<dyn FileIo>)> = self
             .files
             .iter()
-            .map(|(id, (f, _))| (*id, f.clone()))
+            .map(|(id, f)| (*id, f.io.clone()))
             .collect();
         let (vfs, dir) = (self.vfs.clone(), self.data_dir.clone());
         move || {
@@ -109,6 +162,24 @@ impl WalFiles {
     }
 }
 
+/// Overwrites `[from, to)` of a file with zeroes (whole pages under O_DIRECT;
+/// the page holding `from` was already zero-padded by the bounce buffer).
+fn zero_range(file: &dyn FileIo, from: usize, to: usize, direct: bool) -> std::io::Result<()> {
+    let (start, end) = if direct {
+        (
+            crate::io::aligned::page_ceil(from),
+            crate::io::aligned::page_ceil(to),
+        )
+    } else {
+        (from, to)
+    };
+    if end > start {
+        let zeros = AlignedBuf::zeroed(end - start);
+        file.write_at(&zeros.as_slice()[..end - start], start as u64)?;
+    }
+    Ok(())
+}
+
 /// Work for the log thread. Jobs run strictly in order, one at a time.
 #[derive(Debug)]
 pub(crate) enum LogJob {
@@ -118,7 +189,7 @@ pub(crate) enum LogJob {
         from: usize,
         to: usize,
         sync: bool,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<(), WalError>>,
     },
     /// See [`WalFiles::retire`].
     Retire { file_id: u32 },

@@ -16,7 +16,7 @@ use crate::registry::Source;
 use crate::shared::Shared;
 use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::sync::Ordering;
-use crate::wal::{LogJob, Wal};
+use crate::wal::{LogJob, Wal, WalError};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -84,7 +84,12 @@ impl Group {
 #[derive(Debug)]
 struct Inflight {
     group: Group,
-    rx: oneshot::Receiver<Result<()>>,
+    /// Slab offset of the group's first record (the rollback point).
+    start: usize,
+    /// Where its WAL write began (the rewrite point if it fails: for a new
+    /// file that is 0, the header page).
+    from: usize,
+    rx: oneshot::Receiver<Result<(), WalError>>,
 }
 
 /// Everything the writer starts with (from recovery).
@@ -111,13 +116,15 @@ pub(crate) struct Writer {
     next_seq: u64,
     next_file_id: u32,
     pending: Group,
+    /// Slab offset of the pending group's first record.
+    pending_start: usize,
     inflight: Option<Inflight>,
     highest_sealed: u32,
     recovered: Vec<(Arc<Slab>, usize)>,
 }
 
 enum Event {
-    Logged(Result<()>),
+    Logged(Result<(), WalError>),
     Requests(usize),
 }
 
@@ -140,6 +147,7 @@ impl Writer {
             next_seq: init.next_seq,
             next_file_id: init.next_file_id,
             pending: Group::default(),
+            pending_start: 0,
             inflight: None,
             highest_sealed: 0,
             recovered: init.recovered,
@@ -161,7 +169,7 @@ impl Writer {
             let event = match self.inflight.as_mut() {
                 Some(inf) => tokio::select! {
                     biased;
-                    r = &mut inf.rx => Event::Logged(r.unwrap_or(Err(Error::Closed))),
+                    r = &mut inf.rx => Event::Logged(r.unwrap_or(Err(WalError::Sync(Error::Closed)))),
                     n = self.rx.recv_many(&mut reqs, MAX_GROUP) => Event::Requests(n),
                 },
                 None => Event::Requests(self.rx.recv_many(&mut reqs, MAX_GROUP).await),
@@ -169,7 +177,7 @@ impl Writer {
             match event {
                 Event::Logged(res) => {
                     if let Some(inf) = self.inflight.take() {
-                        self.complete(inf.group, res);
+                        self.complete(inf.group, inf.start, inf.from, res);
                     }
                 }
                 Event::Requests(0) => break,
@@ -203,24 +211,23 @@ impl Writer {
         if let Some(w) = &self.active {
             w.publish();
         }
+        let start = self.pending_start;
+        let group = std::mem::take(&mut self.pending);
         if !self.wal() {
-            let group = std::mem::take(&mut self.pending);
-            self.complete(group, Ok(()));
+            self.complete(group, start, start, Ok(()));
             return;
         }
         let (Some(w), Some(wal)) = (&self.active, &mut self.wal) else {
-            let group = std::mem::take(&mut self.pending);
-            self.complete(group, Err(Error::Closed));
+            self.complete(group, start, start, Err(WalError::Sync(Error::Closed)));
             return;
         };
         let to = w.appended();
         let from = self.logged_upto;
         self.logged_upto = to;
-        let group = std::mem::take(&mut self.pending);
         match wal {
             Wal::Inline(files) => {
                 let res = files.write(w.slab(), from, to, false);
-                self.complete(group, res);
+                self.complete(group, start, from, res);
             }
             Wal::Thread(tx) => {
                 let (reply, rx) = oneshot::channel();
@@ -232,51 +239,74 @@ impl Writer {
                     reply,
                 };
                 if tx.send(job).is_err() {
-                    self.complete(group, Err(Error::Closed));
+                    self.complete(group, start, from, Err(WalError::Sync(Error::Closed)));
                     return;
                 }
-                self.inflight = Some(Inflight { group, rx });
+                self.inflight = Some(Inflight {
+                    group,
+                    start,
+                    from,
+                    rx,
+                });
             }
         }
     }
 
     /// Applies a finished group: index first, then acknowledgements, so an
-    /// acknowledged write is always visible to its writer.
-    fn complete(&mut self, group: Group, res: Result<()>) {
-        match res {
+    /// acknowledged write is always visible to its writer. `start` is the
+    /// slab offset of the group's first record, `from` where its WAL write
+    /// began.
+    fn complete(&mut self, group: Group, start: usize, from: usize, res: Result<(), WalError>) {
+        let failure = match res {
             Ok(()) => {
-                let shared = &*self.shared;
-                for u in &group.updates {
-                    let hash = key_hash(&u.key);
-                    let same = |old: Location| shared.registry.key_is(old, &u.key).unwrap_or(false);
-                    if u.delete {
-                        shared.index.remove(hash, same);
-                    } else {
-                        shared.index.insert(hash, u.loc, same);
-                    }
-                }
-                let n = group.waiters.len() as u64;
-                let c = &shared.counters;
-                c.groups.fetch_add(1, Ordering::Relaxed);
-                c.grouped_writes.fetch_add(n, Ordering::Relaxed);
-                c.max_group.fetch_max(n, Ordering::Relaxed);
-                for w in group.waiters {
-                    let _ = w.send(Ok(()));
-                }
+                self.apply(group);
+                return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "WAL write failed; the store refuses writes until reopened");
+            Err(f) => f,
+        };
+        let e = failure.error().clone();
+        match failure {
+            WalError::Sync(_) => {
+                tracing::error!(error = %e, "WAL sync failed; the store refuses writes until reopened");
                 self.shared.poison(&e);
-                for w in group.waiters {
-                    let _ = w.send(Err(e.clone()));
-                }
-                // Later groups were appended after the failed one and can
-                // never be made durable in order.
-                let later = std::mem::take(&mut self.pending);
-                for w in later.waiters {
-                    let _ = w.send(Err(e.clone()));
+            }
+            WalError::Write(_) => {
+                // Nothing of this group or later ones is acknowledged; drop
+                // their records so the slab continues from the last good one.
+                tracing::warn!(error = %e, "WAL write failed; the group's writes are refused");
+                // The failed write may have left anything from `from` on
+                // (for a new file, even its header page): the next write
+                // starts there again.
+                if let Some(w) = &mut self.active {
+                    w.rollback(start);
+                    self.logged_upto = self.logged_upto.min(from).min(start);
                 }
             }
+        }
+        let later = std::mem::take(&mut self.pending);
+        for w in group.waiters.into_iter().chain(later.waiters) {
+            let _ = w.send(Err(e.clone()));
+        }
+    }
+
+    fn apply(&mut self, group: Group) {
+        let shared = &*self.shared;
+        for u in &group.updates {
+            let hash = key_hash(&u.key);
+            let same = |old: Location| shared.registry.key_is(old, &u.key).unwrap_or(false);
+            if u.delete {
+                shared.index.remove(hash, same);
+            } else {
+                shared.index.insert(hash, u.loc, same);
+            }
+        }
+        let n = group.waiters.len() as u64;
+        let c = &shared.counters;
+        c.groups.fetch_add(1, Ordering::Relaxed);
+        c.grouped_writes.fetch_add(n, Ordering::Relaxed);
+        c.max_group.fetch_max(n, Ordering::Relaxed);
+        for w in group.waiters {
+            let _ = w.send(Ok(()));
         }
     }
 
@@ -335,6 +365,9 @@ impl Writer {
                 self.active.insert(w)
             }
         };
+        if self.pending.is_empty() {
+            self.pending_start = active.appended();
+        }
         let file_id = active.slab().file_id();
         let last = ops.len().saturating_sub(1);
         let mut updates = Vec::with_capacity(ops.len());
@@ -369,8 +402,8 @@ impl Writer {
     async fn drain_wal(&mut self) {
         for _ in 0..2 {
             if let Some(inf) = self.inflight.take() {
-                let res = inf.rx.await.unwrap_or(Err(Error::Closed));
-                self.complete(inf.group, res);
+                let res = inf.rx.await.unwrap_or(Err(WalError::Sync(Error::Closed)));
+                self.complete(inf.group, inf.start, inf.from, res);
             }
             self.advance();
         }

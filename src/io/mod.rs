@@ -4,6 +4,8 @@
 //! trait.
 
 pub(crate) mod aligned;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 #[path = "std.rs"]
 pub(crate) mod std_backend;
 

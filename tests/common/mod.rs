@@ -62,3 +62,22 @@ pub async fn open_after_crash(builder: Builder) -> Db {
         }
     }
 }
+
+/// Waits until no store holds `dir`'s lock (a dead store's background
+/// threads release it when they notice their channels closed).
+pub fn wait_unlocked(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .unwrap();
+    while lock.try_lock().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's lock was never released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    lock.unlock().unwrap();
+}

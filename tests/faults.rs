@@ -1,0 +1,434 @@
+//! Injected I/O faults and simulated power loss (feature `fault-injection`,
+//! enabled for the tests by the crate's own dev-dependency).
+//!
+//! - fsync failure: nothing it covered is acknowledged, the store refuses
+//!   writes until reopened, reads keep working.
+//! - ENOSPC: writes fail with the error, nothing acknowledged is lost, and
+//!   writes succeed again once space is freed.
+//! - I/O-error sweep: fail the k-th operation for every k of a scripted
+//!   workload (once, and from then on); reopen; every acknowledged write is
+//!   there.
+//! - Crash matrix: power loss at every operation number of the workload
+//!   (with and without torn unsynced tails); the recovered store holds every
+//!   acknowledged write and nothing that contradicts the history.
+
+mod common;
+
+use bytes::Bytes;
+use silt::{Db, Durability, Error, Fault, FaultInjector, FaultPlan, OpKind, WriteBatch};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+fn builder(path: &Path, inj: &Arc<FaultInjector>, d: Durability) -> silt::Builder {
+    Db::builder(path)
+        .slab_size(64 * 1024)
+        .max_sealed_slabs(2)
+        .durability(d)
+        .fault_injector(inj.clone())
+}
+
+fn is_enospc(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(libc_enospc()))
+}
+
+fn libc_enospc() -> i32 {
+    28 // ENOSPC on Linux
+}
+
+#[tokio::test]
+async fn fsync_failure_refuses_writes_until_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = builder(dir.path(), &inj, Durability::Sync)
+        .open()
+        .await
+        .unwrap();
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::Sync,
+        nth: 3,
+        fault: Fault::Eio,
+        persistent: false,
+    }));
+    db.put("k1", "v1").await.unwrap();
+    db.put("k2", "v2").await.unwrap();
+    match db.put("k3", "v3").await {
+        Err(Error::Io { op, .. }) => assert_eq!(op, "fdatasync WAL"),
+        other => panic!("expected the fsync error, got {other:?}"),
+    }
+    // Not acknowledged, so not visible.
+    assert_eq!(db.get(b"k3").await.unwrap(), None);
+    // Later writes are refused even though the disk "works" again: after a
+    // failed fsync the kernel may have dropped the dirty pages.
+    assert!(matches!(
+        db.put("k4", "v4").await,
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(db.flush().await, Err(Error::Poisoned { .. })));
+    // Reads still work.
+    assert_eq!(db.get(b"k1").await.unwrap().unwrap(), "v1");
+    assert!(db.close().await.is_err());
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(db.get(b"k1").await.unwrap().unwrap(), "v1");
+    assert_eq!(db.get(b"k2").await.unwrap().unwrap(), "v2");
+    assert_eq!(db.get(b"k4").await.unwrap(), None);
+    db.put("k5", "v5").await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn enospc_fails_writes_then_space_is_freed() {
+    for d in [Durability::Sync, Durability::Buffered] {
+        let dir = tempfile::tempdir().unwrap();
+        let inj = FaultInjector::new();
+        let db = builder(dir.path(), &inj, d).open().await.unwrap();
+        for i in 0..10 {
+            db.put(format!("a{i}"), format!("va{i}")).await.unwrap();
+        }
+        inj.set_plan(Some(FaultPlan {
+            kind: OpKind::Write,
+            nth: 1,
+            fault: Fault::Enospc,
+            persistent: true,
+        }));
+        for i in 0..5 {
+            let e = db.put(format!("b{i}"), format!("vb{i}")).await.unwrap_err();
+            assert!(is_enospc(&e), "{d:?}: {e:?}");
+        }
+        let mut b = WriteBatch::new();
+        b.put("b-batch", "x");
+        assert!(is_enospc(&db.write(b).await.unwrap_err()));
+        // Space is freed.
+        inj.set_plan(None);
+        for i in 0..10 {
+            db.put(format!("c{i}"), format!("vc{i}")).await.unwrap();
+        }
+        for reopen in [false, true] {
+            for i in 0..10 {
+                assert_eq!(
+                    db_get(&db, &format!("a{i}")).await,
+                    Some(format!("va{i}")),
+                    "{d:?} {reopen}"
+                );
+                assert_eq!(
+                    db_get(&db, &format!("c{i}")).await,
+                    Some(format!("vc{i}")),
+                    "{d:?} {reopen}"
+                );
+            }
+            for i in 0..5 {
+                assert_eq!(db_get(&db, &format!("b{i}")).await, None, "{d:?} {reopen}");
+            }
+            assert_eq!(db_get(&db, "b-batch").await, None);
+            if !reopen {
+                db.clone().close().await.unwrap();
+                let fresh = Db::builder(dir.path())
+                    .slab_size(64 * 1024)
+                    .open()
+                    .await
+                    .unwrap();
+                // Shadow the handle for the second round.
+                return check_reopened(fresh, d).await;
+            }
+        }
+    }
+}
+
+async fn check_reopened(db: Db, d: Durability) {
+    for i in 0..10 {
+        assert_eq!(
+            db_get(&db, &format!("a{i}")).await,
+            Some(format!("va{i}")),
+            "{d:?}"
+        );
+        assert_eq!(
+            db_get(&db, &format!("c{i}")).await,
+            Some(format!("vc{i}")),
+            "{d:?}"
+        );
+    }
+    for i in 0..5 {
+        assert_eq!(db_get(&db, &format!("b{i}")).await, None, "{d:?}");
+    }
+    db.close().await.unwrap();
+}
+
+async fn db_get(db: &Db, k: &str) -> Option<String> {
+    db.get(k.as_bytes())
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_transient_flush_failure_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = builder(dir.path(), &inj, Durability::Sync)
+        .open()
+        .await
+        .unwrap();
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::Rename,
+        nth: 1,
+        fault: Fault::Eio,
+        persistent: false,
+    }));
+    db.put("k", "v").await.unwrap();
+    db.flush().await.unwrap();
+    assert!(db.stats().flush_retries >= 1);
+    assert_eq!(db.stats().segments, 1);
+    db.put("k2", "v2").await.unwrap();
+    db.close().await.unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(db.stats().keys, 2);
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lasting_flush_failure_poisons_but_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = builder(dir.path(), &inj, Durability::Sync)
+        .open()
+        .await
+        .unwrap();
+    db.put("k", "v").await.unwrap();
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::Rename,
+        nth: 1,
+        fault: Fault::Eio,
+        persistent: true,
+    }));
+    match db.flush().await {
+        Err(Error::Poisoned { cause }) => assert!(cause.contains("publish segment"), "{cause}"),
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert!(matches!(
+        db.put("k2", "v2").await,
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(db.get(b"k").await.unwrap().unwrap(), "v");
+    let _ = db.close().await;
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(db.get(b"k").await.unwrap().unwrap(), "v");
+    db.close().await.unwrap();
+}
+
+// ---- the scripted workload shared by the sweep and the crash matrix ----
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(u32, usize),
+    Delete(u32),
+    Batch(Vec<(u32, Option<usize>)>),
+    Flush,
+}
+
+const STEPS: usize = 48;
+
+/// Puts of 0.6–3 KiB into 64 KiB slabs (a rotation every ~30 steps),
+/// deletes, batches, and flushes.
+fn script() -> Vec<Step> {
+    (0..STEPS)
+        .map(|i| {
+            let k = (i % 9) as u32;
+            if i % 16 == 15 {
+                Step::Flush
+            } else if i % 7 == 3 {
+                Step::Batch(vec![
+                    (k, Some(300)),
+                    ((k + 4) % 9, None),
+                    ((k + 2) % 9, Some(1200)),
+                ])
+            } else if i % 5 == 2 {
+                Step::Delete(k)
+            } else {
+                Step::Put(k, 600 + (i * 97) % 2500)
+            }
+        })
+        .collect()
+}
+
+fn key(k: u32) -> Bytes {
+    Bytes::from(format!("key{k}"))
+}
+
+fn value(step: usize, k: u32, len: usize) -> Bytes {
+    let mut v = format!("{step}:{k}:").into_bytes();
+    v.resize(len.max(v.len()), b'.');
+    Bytes::from(v)
+}
+
+/// (key, value-or-delete) effects of a step, in order.
+fn effects(step: usize, s: &Step) -> Vec<(u32, Option<Bytes>)> {
+    match s {
+        Step::Put(k, len) => vec![(*k, Some(value(step, *k, *len)))],
+        Step::Delete(k) => vec![(*k, None)],
+        Step::Batch(items) => items
+            .iter()
+            .map(|(k, l)| (*k, l.map(|len| value(step, *k, len))))
+            .collect(),
+        Step::Flush => vec![],
+    }
+}
+
+/// Runs the script; returns which steps were acknowledged. Every error must
+/// be an I/O error or the poisoned state, never anything else.
+async fn run_script(db: &Db, steps: &[Step]) -> Vec<bool> {
+    let mut acked = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let res = match s {
+            Step::Put(k, len) => db.put(key(*k), value(i, *k, *len)).await,
+            Step::Delete(k) => db.delete(key(*k)).await,
+            Step::Batch(items) => {
+                let mut b = WriteBatch::new();
+                for (k, l) in items {
+                    match l {
+                        Some(len) => b.put(key(*k), value(i, *k, *len)),
+                        None => b.delete(key(*k)),
+                    }
+                }
+                db.write(b).await
+            }
+            Step::Flush => db.flush().await,
+        };
+        if let Err(e) = &res {
+            assert!(
+                matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
+                "step {i}: {e:?}"
+            );
+        }
+        acked.push(res.is_ok());
+    }
+    acked
+}
+
+/// Every key holds the value of its last acknowledged write, or of a write
+/// that failed after it (a failed write may or may not have landed); a
+/// batch is all or nothing.
+async fn check(db: &Db, steps: &[Step], acked: &[bool], what: &str) {
+    let mut want: BTreeMap<u32, Vec<Option<Bytes>>> = BTreeMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        for (k, v) in effects(i, s) {
+            let c = want.entry(k).or_insert_with(|| vec![None]);
+            if acked[i] {
+                *c = vec![v];
+            } else {
+                c.push(v);
+            }
+        }
+    }
+    for (k, candidates) in &want {
+        let got = db.get(&key(*k)).await.unwrap();
+        assert!(
+            candidates.contains(&got),
+            "{what}: key{k} = {got:?}, expected one of {candidates:?}"
+        );
+    }
+    for (i, s) in steps.iter().enumerate() {
+        if let (Step::Batch(items), false) = (s, acked[i]) {
+            // A failed batch: if its first put landed, all of it did.
+            let (k0, v0) = (items[0].0, value(i, items[0].0, items[0].1.unwrap_or(0)));
+            if db.get(&key(k0)).await.unwrap() == Some(v0) {
+                for (k, v) in effects(i, s) {
+                    let later_write = steps[i + 1..]
+                        .iter()
+                        .enumerate()
+                        .any(|(j, t)| effects(i + 1 + j, t).iter().any(|(kk, _)| *kk == k));
+                    if !later_write {
+                        assert_eq!(
+                            db.get(&key(k)).await.unwrap(),
+                            v,
+                            "{what}: batch {i} half applied"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Operations the scripted workload performs (the dry run).
+async fn count_ops(d: Durability) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = builder(dir.path(), &inj, d).open().await.unwrap();
+    let acked = run_script(&db, &script()).await;
+    assert!(acked.iter().all(|&a| a));
+    db.close().await.unwrap();
+    inj.ops()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_error_sweep_every_operation() {
+    let steps = script();
+    let n = count_ops(Durability::Sync).await;
+    assert!(n > 100, "the workload does real I/O: {n} ops");
+    let mut injected = 0;
+    for k in 1..=n {
+        for persistent in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let inj = FaultInjector::new();
+            let db = builder(dir.path(), &inj, Durability::Sync)
+                .open()
+                .await
+                .unwrap();
+            inj.set_plan(Some(FaultPlan {
+                kind: OpKind::Any,
+                nth: k,
+                fault: if k % 2 == 0 {
+                    Fault::Eio
+                } else {
+                    Fault::ShortWrite
+                },
+                persistent,
+            }));
+            let acked = run_script(&db, &steps).await;
+            injected += inj.faults_injected();
+            let _ = db.close().await;
+            let what = format!("fault at op {k} (persistent: {persistent})");
+            let db = common::open_after_crash(Db::builder(dir.path()).slab_size(64 * 1024)).await;
+            check(&db, &steps, &acked, &what).await;
+            db.close().await.unwrap();
+        }
+    }
+    assert!(
+        injected >= n,
+        "{injected} faults injected over {n} operations"
+    );
+    eprintln!("I/O-error sweep: {n} operations x 2 modes, {injected} faults injected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_at_every_operation() {
+    let steps = script();
+    let n = count_ops(Durability::Sync).await;
+    let mut points = 0;
+    for k in 1..=n + 1 {
+        for torn in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let inj = FaultInjector::new();
+            let db = builder(dir.path(), &inj, Durability::Sync)
+                .open()
+                .await
+                .unwrap();
+            inj.freeze_at(k);
+            let acked = run_script(&db, &steps).await;
+            let _ = db.close().await;
+            // Wait for the dead store's threads before rewriting its files.
+            common::wait_unlocked(dir.path());
+            inj.power_loss(&dir.path().join("data"), torn).unwrap();
+            let what = format!("power loss at op {k} (torn tail: {torn})");
+            let db = Db::builder(dir.path())
+                .slab_size(64 * 1024)
+                .open()
+                .await
+                .unwrap();
+            check(&db, &steps, &acked, &what).await;
+            db.close().await.unwrap();
+            points += 1;
+        }
+    }
+    eprintln!("crash matrix: {points} power-loss points over {n} operations checked");
+}
