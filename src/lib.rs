@@ -53,7 +53,7 @@ mod wal;
 mod writer;
 
 #[cfg(not(loom))]
-pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch};
+pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch, IO_BACKEND_ENV};
 pub use error::{Error, Result};
 /// Entry points for the cargo-fuzz targets in `fuzz/` (built with
 /// `--cfg fuzzing` only).

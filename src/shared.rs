@@ -2,7 +2,7 @@
 //! workers: configuration, index, registry, counters, the sticky failure
 //! ("poisoned") state and the set of slabs being flushed.
 
-use crate::db::Durability;
+use crate::db::{Durability, IoBackend};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::io::Vfs;
@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub index: Index,
     pub registry: Registry,
     pub vfs: Arc<dyn Vfs>,
+    /// The backend `vfs` runs on (never `Auto`).
+    pub backend: IoBackend,
     pub counters: Counters,
     /// Whether the file system accepted O_DIRECT for WAL writes.
     pub wal_direct: Arc<AtomicBool>,
@@ -55,12 +57,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, registry: Registry, vfs: Arc<dyn Vfs>, lock_file: File) -> Shared {
+    pub fn new(
+        config: Config,
+        registry: Registry,
+        vfs: Arc<dyn Vfs>,
+        backend: IoBackend,
+        lock_file: File,
+    ) -> Shared {
         Shared {
             config,
             index: Index::default(),
             registry,
             vfs,
+            backend,
             counters: Counters::default(),
             wal_direct: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),

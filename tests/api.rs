@@ -168,7 +168,11 @@ async fn stats_report_groups_and_index_memory() {
     assert!(st.index_bytes > 0 && st.index_bytes < 6400 * 64, "{st:?}");
     assert!(st.commit_groups > 0 && st.commit_groups <= 6400, "{st:?}");
     assert!(st.avg_group_size >= 1.0 && st.max_group_size >= 1, "{st:?}");
-    assert_eq!(st.io_backend, silt::IoBackend::Std);
+    assert_ne!(
+        st.io_backend,
+        silt::IoBackend::Auto,
+        "stats name the backend that runs"
+    );
     db.close().await.unwrap();
 }
 

@@ -9,7 +9,7 @@
 //! some of its unsynced bytes and garbage), and only the directory entries
 //! covered by the last directory fsync exist.
 
-use super::{std_backend::StdVfs, FileIo, Vfs};
+use super::{FileIo, Vfs};
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,7 @@ struct State {
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     state: Mutex<State>,
+    refuse_uring: std::sync::atomic::AtomicBool,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -111,6 +112,17 @@ impl FaultInjector {
         }
         st.durable_dirs.insert(data_dir.to_path_buf(), names);
         Ok(())
+    }
+
+    /// Makes the io_uring probe fail, as a kernel or seccomp policy that
+    /// forbids io_uring would.
+    pub fn refuse_io_uring(&self, on: bool) {
+        self.refuse_uring
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn refuses_io_uring(&self) -> bool {
+        self.refuse_uring.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets (or clears) the fault plan and resets the per-kind counters.
@@ -225,13 +237,14 @@ fn as_io(f: Fault) -> io::Error {
 /// The [`Vfs`] that consults a [`FaultInjector`] before every operation.
 #[derive(Debug)]
 pub(crate) struct FaultVfs {
-    inner: StdVfs,
+    inner: Arc<dyn Vfs>,
     inj: Arc<FaultInjector>,
 }
 
 impl FaultVfs {
-    pub fn new(inj: Arc<FaultInjector>) -> FaultVfs {
-        FaultVfs { inner: StdVfs, inj }
+    /// Wraps the backend's own file system.
+    pub fn new(inner: Arc<dyn Vfs>, inj: Arc<FaultInjector>) -> FaultVfs {
+        FaultVfs { inner, inj }
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod aligned;
 pub mod fault;
 #[path = "std.rs"]
 pub(crate) mod std_backend;
+pub(crate) mod uring;
 
 use crate::slab::Slab;
 use aligned::{page_ceil, page_floor, AlignedBuf, PAGE};
@@ -19,6 +20,13 @@ pub(crate) trait FileIo: Send + Sync + std::fmt::Debug {
     /// Writes all of `buf` at `offset`. Under O_DIRECT, `buf`, its length
     /// and `offset` are page aligned.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes several buffers; a backend may have them all in flight at
+    /// once (io_uring). The default writes them one after another.
+    fn write_many(&self, writes: &[(&[u8], u64)]) -> io::Result<()> {
+        writes
+            .iter()
+            .try_for_each(|(buf, off)| self.write_at(buf, *off))
+    }
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
     /// Truncates or extends the file.
@@ -43,6 +51,10 @@ pub(crate) trait Vfs: Send + Sync + std::fmt::Debug {
     /// unlink(2).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
 }
+
+/// Large writes are split into chunks of this size, so that a backend that
+/// can (io_uring) has several in flight at once.
+pub(crate) const WRITE_CHUNK: usize = 1 << 20;
 
 /// Writes the slab bytes `[from, to)` to `file` at the same offsets.
 /// With `direct` (O_DIRECT) as whole pages: full pages straight from the
@@ -72,7 +84,12 @@ pub(crate) fn write_slab_range(
         let bytes = slab
             .bytes(start, full_end - start)
             .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
-        file.write_at(bytes, start as u64)?;
+        let writes: Vec<(&[u8], u64)> = bytes
+            .chunks(WRITE_CHUNK)
+            .enumerate()
+            .map(|(i, c)| (c, (start + i * WRITE_CHUNK) as u64))
+            .collect();
+        file.write_many(&writes)?;
     }
     if to > full_end {
         let tail = slab

@@ -35,6 +35,20 @@ fn open(path: &Path, create: bool, flags: i32) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens for writing, with O_DIRECT if asked and the file system allows it
+/// (tmpfs and some others refuse it at open with EINVAL); the bool says
+/// whether O_DIRECT is in use. Shared by every backend.
+pub(crate) fn open_file(path: &Path, create: bool, direct: bool) -> io::Result<(File, bool)> {
+    if direct {
+        match open(path, create, libc::O_DIRECT) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((open(path, create, 0)?, false))
+}
+
 impl Vfs for StdVfs {
     fn open_write(
         &self,
@@ -42,15 +56,8 @@ impl Vfs for StdVfs {
         create: bool,
         direct: bool,
     ) -> io::Result<(Box<dyn FileIo>, bool)> {
-        if direct {
-            match open(path, create, libc::O_DIRECT) {
-                Ok(f) => return Ok((Box::new(StdFile(f)), true)),
-                // tmpfs and some others refuse O_DIRECT at open.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((Box::new(StdFile(open(path, create, 0)?)), false))
+        let (file, direct) = open_file(path, create, direct)?;
+        Ok((Box::new(StdFile(file)), direct))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
