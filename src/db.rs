@@ -114,6 +114,8 @@ pub struct Stats {
     pub recovered_records: u64,
     /// Flush attempts that failed and were retried.
     pub flush_retries: u64,
+    /// New slabs that reused the buffer of a flushed one.
+    pub slabs_recycled: u64,
     /// The I/O engine in use.
     pub io_backend: IoBackend,
     /// Whether WAL files are written with O_DIRECT (false for `Buffered`, on
@@ -585,6 +587,7 @@ impl Db {
             recovered_torn_bytes: c.recovered_torn_bytes.load(Ordering::Relaxed),
             recovered_records: c.recovered_records.load(Ordering::Relaxed),
             flush_retries: c.flush_retries.load(Ordering::Relaxed),
+            slabs_recycled: s.slab_pool.reused(),
             io_backend: s.backend,
             wal_direct_io: s.wal_direct.load(Ordering::Relaxed),
             durability: s.config.durability,

@@ -48,6 +48,8 @@ mod segment;
 #[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
+mod verify;
+#[cfg(not(loom))]
 mod wal;
 #[cfg(not(loom))]
 mod writer;
@@ -55,6 +57,8 @@ mod writer;
 #[cfg(not(loom))]
 pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch, IO_BACKEND_ENV};
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use verify::{verify, Problem, VerifyReport};
 /// Entry points for the cargo-fuzz targets in `fuzz/` (built with
 /// `--cfg fuzzing` only).
 #[cfg(all(fuzzing, not(loom)))]

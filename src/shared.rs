@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub vfs: Arc<dyn Vfs>,
     /// The backend `vfs` runs on (never `Auto`).
     pub backend: IoBackend,
+    /// Buffers of flushed slabs, for the next ones.
+    pub slab_pool: Arc<crate::slab::SlabPool>,
     pub counters: Counters,
     /// Whether the file system accepted O_DIRECT for WAL writes.
     pub wal_direct: Arc<AtomicBool>,
@@ -70,6 +72,9 @@ impl Shared {
             registry,
             vfs,
             backend,
+            // Two idle buffers cover the steady state: one slab filling,
+            // the previous one's buffer back from its flush.
+            slab_pool: Arc::new(crate::slab::SlabPool::new(2)),
             counters: Counters::default(),
             wal_direct: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),

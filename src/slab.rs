@@ -38,16 +38,22 @@ pub(crate) fn decode_file_header(page: &[u8]) -> Option<u32> {
 #[cfg(not(loom))]
 mod storage {
     use crate::io::aligned::AlignedBuf;
+    use std::mem::ManuallyDrop;
 
-    /// Slab memory: an aligned buffer behind raw-pointer access.
-    pub(crate) struct Storage(AlignedBuf);
+    /// Slab memory: an aligned buffer behind raw-pointer access. The slab's
+    /// `Drop` takes the buffer out (to recycle it), so it is never dropped
+    /// here.
+    pub(crate) struct Storage(ManuallyDrop<AlignedBuf>);
 
     impl Storage {
-        pub fn zeroed(len: usize) -> Self {
-            Storage(AlignedBuf::zeroed(len))
-        }
         pub fn from_buf(buf: AlignedBuf) -> Self {
-            Storage(buf)
+            Storage(ManuallyDrop::new(buf))
+        }
+        /// # Safety
+        /// Call once, from the owner's `Drop`; the storage is unusable after.
+        pub unsafe fn take(&mut self) -> AlignedBuf {
+            // SAFETY: called once, by the caller's contract.
+            unsafe { ManuallyDrop::take(&mut self.0) }
         }
         pub fn len(&self) -> usize {
             self.0.len()
@@ -118,6 +124,57 @@ mod storage {
 
 use storage::Storage;
 
+/// Buffers of flushed slabs, kept for the next slabs: fresh anonymous memory
+/// costs a page fault and a kernel page clear per page on first touch, which
+/// dominated the writer's profile for large values (docs/decisions.md). A
+/// recycled buffer is not zeroed: nothing past a slab's watermark is ever
+/// read or written to disk.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct SlabPool {
+    free: std::sync::Mutex<Vec<crate::io::aligned::AlignedBuf>>,
+    cap: usize,
+    reused: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(not(loom))]
+impl SlabPool {
+    /// A pool keeping at most `cap` idle buffers.
+    pub fn new(cap: usize) -> SlabPool {
+        SlabPool {
+            free: std::sync::Mutex::new(Vec::new()),
+            cap,
+            reused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self, len: usize) -> Option<crate::io::aligned::AlignedBuf> {
+        let mut free = crate::sync::lock(&self.free);
+        let i = free.iter().position(|b| b.len() == len)?;
+        self.reused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(free.swap_remove(i))
+    }
+
+    fn give(&self, buf: crate::io::aligned::AlignedBuf) {
+        let mut free = crate::sync::lock(&self.free);
+        if free.len() < self.cap {
+            free.push(buf);
+        }
+    }
+
+    /// Slabs that got a recycled buffer.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Idle buffers held.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn idle(&self) -> usize {
+        crate::sync::lock(&self.free).len()
+    }
+}
+
 /// An in-memory slab, shared by the writer, the log thread, flush workers and
 /// readers through `Arc<Slab>`.
 pub struct Slab {
@@ -125,6 +182,20 @@ pub struct Slab {
     mem: Storage,
     /// Bytes `[0, published)` are written and immutable.
     published: AtomicUsize,
+    /// Where the buffer goes when the last reference is dropped.
+    #[cfg(not(loom))]
+    pool: Option<std::sync::Arc<SlabPool>>,
+}
+
+#[cfg(not(loom))]
+impl Drop for Slab {
+    fn drop(&mut self) {
+        // SAFETY: the only call, from Drop.
+        let buf = unsafe { self.mem.take() };
+        if let Some(pool) = &self.pool {
+            pool.give(buf);
+        }
+    }
 }
 
 // SAFETY: the raw storage is only written by the unique `SlabWriter` at
@@ -190,6 +261,7 @@ impl Slab {
             file_id,
             mem: Storage::from_buf(buf),
             published: AtomicUsize::new(valid_len),
+            pool: None,
         }
     }
 }
@@ -204,14 +276,46 @@ pub struct SlabWriter {
 impl SlabWriter {
     /// A new slab of `capacity` bytes (a multiple of the page size) with its
     /// file header written and published.
+    #[cfg_attr(not(any(test, loom)), allow(dead_code))]
     pub fn new(file_id: u32, capacity: usize) -> SlabWriter {
-        let slab = Slab {
+        #[cfg(not(loom))]
+        return SlabWriter::with_pool(file_id, capacity, None);
+        #[cfg(loom)]
+        SlabWriter::build(Slab {
             file_id,
             mem: Storage::zeroed(capacity),
             published: AtomicUsize::new(0),
-        };
-        let mut head = [0u8; 20];
-        encode_file_header(&mut head, file_id);
+        })
+    }
+
+    /// As [`SlabWriter::new`], reusing (and later returning) a buffer from
+    /// `pool`.
+    #[cfg(not(loom))]
+    pub(crate) fn with_pool(
+        file_id: u32,
+        capacity: usize,
+        pool: Option<&std::sync::Arc<SlabPool>>,
+    ) -> SlabWriter {
+        let buf = pool
+            .and_then(|p| p.take(capacity))
+            .unwrap_or_else(|| crate::io::aligned::AlignedBuf::zeroed(capacity));
+        SlabWriter::build(Slab {
+            file_id,
+            mem: Storage::from_buf(buf),
+            published: AtomicUsize::new(0),
+            pool: pool.cloned(),
+        })
+    }
+
+    fn build(slab: Slab) -> SlabWriter {
+        // The whole header page: a recycled buffer holds an old one. (Loom's
+        // storage is fresh and tracks every byte, so it gets the 20 that
+        // matter.)
+        #[cfg(not(loom))]
+        let mut head = vec![0u8; FILE_HEADER_LEN];
+        #[cfg(loom)]
+        let mut head = vec![0u8; 20];
+        encode_file_header(&mut head, slab.file_id);
         // SAFETY: nothing else can see the slab yet.
         unsafe { slab.mem.write(0, &head) };
         slab.published.store(FILE_HEADER_LEN, Ordering::Release);
@@ -317,6 +421,46 @@ mod tests {
         assert!(w.append(FLAG_PUT, 1, b"k", &big).is_some());
         assert_eq!(w.remaining(), 0);
         assert!(w.append(FLAG_PUT, 2, b"k", b"").is_none());
+    }
+
+    #[test]
+    fn flushed_slab_buffers_are_recycled() {
+        let pool = std::sync::Arc::new(SlabPool::new(1));
+        let mut w = SlabWriter::with_pool(1, 64 * 1024, Some(&pool));
+        w.append(
+            FLAG_PUT | FLAG_BEGIN | FLAG_END,
+            1,
+            b"old-key",
+            b"old value",
+        )
+        .unwrap();
+        w.publish();
+        let reader = w.slab().clone();
+        drop(w);
+        assert_eq!(pool.idle(), 0, "a reader still holds the slab");
+        drop(reader);
+        assert_eq!(pool.idle(), 1);
+        // Another size is not served from the pool.
+        drop(SlabWriter::with_pool(2, 128 * 1024, None));
+        let mut w = SlabWriter::with_pool(3, 64 * 1024, Some(&pool));
+        assert_eq!(pool.idle(), 0, "the buffer was reused");
+        assert_eq!(
+            decode_file_header(w.slab().bytes(0, 4096).unwrap()),
+            Some(3)
+        );
+        assert!(w.slab().bytes(0, 4096).unwrap()[20..]
+            .iter()
+            .all(|&b| b == 0));
+        let off = w
+            .append(FLAG_PUT | FLAG_BEGIN | FLAG_END, 1, b"k", b"v")
+            .unwrap();
+        w.publish();
+        assert_eq!(decode(w.slab().bytes(off, 21).unwrap()).unwrap().seq, 1);
+        // A full pool drops extra buffers.
+        let a = SlabWriter::with_pool(4, 64 * 1024, Some(&pool));
+        drop(w);
+        drop(a);
+        assert_eq!(pool.idle(), 1);
     }
 
     #[test]

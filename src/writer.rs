@@ -357,7 +357,11 @@ impl Writer {
             None => {
                 let id = self.next_file_id;
                 self.next_file_id += 1;
-                let w = SlabWriter::new(id, self.shared.config.slab_size);
+                let w = SlabWriter::with_pool(
+                    id,
+                    self.shared.config.slab_size,
+                    Some(&self.shared.slab_pool),
+                );
                 self.shared
                     .registry
                     .insert(id, Source::Slab(w.slab().clone()));

@@ -211,3 +211,94 @@ pub fn disk_bytes(path: &std::path::Path) -> u64 {
     }
     total
 }
+
+/// Told when each workload of [`standard_suite`] starts and ends.
+pub trait Progress {
+    /// `total` operations (if known) against `db`; `db.stats().keys` grows
+    /// during fills.
+    fn start(&self, name: &str, db: &Db, total: Option<u64>);
+    fn finish(&self, row: &Row);
+}
+
+/// No progress output.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: &str, _: &Db, _: Option<u64>) {}
+    fn finish(&self, _: &Row) {}
+}
+
+/// The standard workloads (the core bench and `silt bench`): fills with
+/// Buffered from 1 task, 64 tasks and batches of 256, Sync from 64 tasks,
+/// reopen, random and missing-key gets, index and disk footprint. `n` keys
+/// of 16 B with 100 B values, in stores under `dir`.
+pub async fn standard_suite(dir: &std::path::Path, n: u64, progress: &dyn Progress) -> Vec<Row> {
+    use silt::Durability;
+    let mut rows = Vec::new();
+    let open = |name: &str, d: Durability| Db::builder(dir.join(name)).durability(d).open();
+    let fills: [(&str, Durability, u64); 4] = [
+        ("seq", Durability::Buffered, n),
+        ("conc", Durability::Buffered, n),
+        ("batch", Durability::Buffered, n),
+        ("sync", Durability::Sync, n / 4),
+    ];
+    for (name, d, count) in fills {
+        let db = open(name, d).await.expect("open");
+        let label = match name {
+            "seq" => "Buffered fill, 1 task, sequential puts",
+            "conc" => "Buffered fill, 64 tasks",
+            "batch" => "Buffered fill, 1 task, batches of 256",
+            _ => "Sync fill, 64 tasks (n/4 keys)",
+        };
+        progress.start(label, &db, Some(count));
+        let mut r = match name {
+            "seq" => fill_sequential(&db, 0, count).await,
+            "batch" => fill_batches(&db, 0, count, 256).await,
+            _ => fill_concurrent(&db, 0, count, 64).await,
+        };
+        r.name = label.into();
+        progress.finish(&r);
+        rows.push(r);
+        db.close().await.expect("close");
+    }
+
+    // Reads on the 64-task Buffered fill, after a reopen: served from the
+    // segment mmaps, page cache hot.
+    let path = dir.join("conc");
+    let t = Instant::now();
+    let db = Db::builder(&path).open().await.expect("reopen");
+    let reopen = t.elapsed();
+    let st = db.stats();
+    let r = Row {
+        name: "reopen (footers only)".into(),
+        ops: st.keys,
+        elapsed: reopen,
+        bytes: 0,
+        note: format!("{:.1} ms", reopen.as_secs_f64() * 1e3),
+    };
+    progress.finish(&r);
+    rows.push(r);
+    let keys = st.keys;
+    for (tasks, missing) in [(1, false), (2, false), (64, false), (1, true)] {
+        progress.start("gets", &db, None);
+        let r = random_gets(&db, keys, n, tasks, missing).await;
+        progress.finish(&r);
+        rows.push(r);
+    }
+    let disk = disk_bytes(&path);
+    let r = Row {
+        name: "index RAM per key / disk per logical byte".into(),
+        ops: keys,
+        elapsed: Duration::from_secs(1),
+        bytes: 0,
+        note: format!(
+            "{:.1} B/key, {:.2} x on disk",
+            st.index_bytes as f64 / keys.max(1) as f64,
+            disk as f64 / (keys.max(1) * 116) as f64
+        ),
+    };
+    progress.finish(&r);
+    rows.push(r);
+    db.close().await.expect("close");
+    rows
+}

@@ -3,6 +3,9 @@
 /// The page size silt aligns every file write to.
 pub(crate) const PAGE: usize = 4096;
 
+/// Transparent huge page size on x86-64 and most arm64 kernels.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Rounds `n` up to a multiple of [`PAGE`].
 pub(crate) const fn page_ceil(n: usize) -> usize {
     n.div_ceil(PAGE) * PAGE
@@ -38,6 +41,13 @@ impl AlignedBuf {
         let len = page_ceil(len.max(1));
         match memmap2::MmapMut::map_anon(len) {
             Ok(mut map) => {
+                // Ask for transparent huge pages: a slab is filled front to
+                // back right after creation, and faulting it in 4 KiB pages
+                // cost ~40 % of the writer's time for 64 KiB values
+                // (docs/decisions.md). Only a hint; harmless where THP is off.
+                if len >= HUGE_PAGE {
+                    let _ = map.advise(memmap2::Advice::HugePage);
+                }
                 let ptr = map.as_mut_ptr();
                 AlignedBuf { map, ptr }
             }
