@@ -59,34 +59,12 @@ pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch, IO_BACKEND_E
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use verify::{verify, Problem, VerifyReport};
-/// Entry points for the cargo-fuzz targets in `fuzz/` (built with
-/// `--cfg fuzzing` only).
-#[cfg(all(fuzzing, not(loom)))]
+/// Entry points into crate-private code for the cargo-fuzz targets in
+/// `fuzz/` (`--cfg fuzzing`) and the micro benchmarks in `benches/micro.rs`
+/// (feature `bench-internals`). Not a stable API.
+#[cfg(all(any(fuzzing, feature = "bench-internals"), not(loom)))]
 #[doc(hidden)]
-pub mod fuzz_api {
-    /// Decodes `data` as a record; checks the parts of an Ok result.
-    pub fn record(data: &[u8]) {
-        if let Ok(h) = crate::record::decode(data) {
-            assert!(h.record_len() <= data.len());
-            assert_eq!(crate::record::key_of(&h, data).len(), h.key_len as usize);
-        }
-    }
-
-    /// Parses `data` as a segment file (trailer, footer) and scans its
-    /// records, with and without CRC checks.
-    pub fn segment_image(data: &[u8]) {
-        if let Ok(f) = crate::segment::decode_footer(data) {
-            assert!(f.data_end <= data.len());
-            for e in &f.entries {
-                assert!(e.offset as usize + e.len as usize <= f.data_end);
-            }
-        }
-        for verify in [true, false] {
-            let s = crate::segment::scan_records(data, verify);
-            assert!(s.valid_end <= data.len().max(crate::slab::FILE_HEADER_LEN));
-        }
-    }
-}
+pub mod internals;
 
 #[cfg(all(feature = "fault-injection", not(loom)))]
 pub use io::fault::{Fault, FaultInjector, FaultPlan, OpKind};

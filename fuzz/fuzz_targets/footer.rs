@@ -2,5 +2,5 @@
 //! record-by-record scan. Ok or Err, never a panic or a huge allocation.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    silt::fuzz_api::segment_image(data);
+    silt::internals::fuzz_segment_image(data);
 });

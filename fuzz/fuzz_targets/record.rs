@@ -1,5 +1,5 @@
 //! Arbitrary bytes into the record decoder: Ok or Err, never a panic.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    silt::fuzz_api::record(data);
+    silt::internals::fuzz_record(data);
 });

@@ -1,0 +1,82 @@
+//! See the module docs in lib.rs: fuzz and micro-benchmark entry points.
+
+use crate::index::Location;
+
+/// Decodes `data` as a record; checks the parts of an Ok result.
+pub fn fuzz_record(data: &[u8]) {
+    if let Ok(h) = crate::record::decode(data) {
+        assert!(h.record_len() <= data.len());
+        assert_eq!(crate::record::key_of(&h, data).len(), h.key_len as usize);
+    }
+}
+
+/// Parses `data` as a segment file (trailer, footer) and scans its
+/// records, with and without CRC checks.
+pub fn fuzz_segment_image(data: &[u8]) {
+    if let Ok(f) = crate::segment::decode_footer(data) {
+        assert!(f.data_end <= data.len());
+        for e in &f.entries {
+            assert!(e.offset as usize + e.len as usize <= f.data_end);
+        }
+    }
+    for verify in [true, false] {
+        let s = crate::segment::scan_records(data, verify);
+        assert!(s.valid_end <= data.len().max(crate::slab::FILE_HEADER_LEN));
+    }
+}
+
+/// Bytes a put record of these sizes takes.
+pub fn record_len(key: usize, value: usize) -> usize {
+    crate::record::encoded_len(key, value)
+}
+
+/// Encodes a put record into `out` (exactly `record_len` bytes).
+pub fn encode_record(out: &mut [u8], seq: u64, key: &[u8], value: &[u8]) {
+    let flags = crate::record::FLAG_PUT | crate::record::FLAG_BEGIN | crate::record::FLAG_END;
+    crate::record::encode_into(out, flags, seq, key, value);
+}
+
+/// Decodes and CRC-checks a record; its value length.
+pub fn decode_record(buf: &[u8]) -> Option<u32> {
+    crate::record::decode(buf).ok().map(|h| h.val_len)
+}
+
+/// The stable key hash.
+pub fn key_hash(key: &[u8]) -> u64 {
+    crate::record::key_hash(key)
+}
+
+/// The sharded index, with hash-only key comparison (the benchmark's keys
+/// have distinct hashes).
+#[derive(Debug, Default)]
+pub struct Index(crate::index::Index);
+
+impl Index {
+    /// Points `hash` at `(file_id, offset)`.
+    pub fn insert(&self, hash: u64, file_id: u32, offset: u32) {
+        self.0.insert(hash, Location { file_id, offset }, |_| true);
+    }
+    /// The location of `hash`.
+    pub fn get(&self, hash: u64) -> Option<(u32, u32)> {
+        let found = self.0.get(hash, |_| Ok::<_, ()>(true)).ok().flatten();
+        found.map(|l| (l.file_id, l.offset))
+    }
+}
+
+/// A slab to append to.
+#[derive(Debug)]
+pub struct Slab(crate::slab::SlabWriter);
+
+impl Slab {
+    /// A slab of `capacity` bytes.
+    pub fn new(capacity: usize) -> Slab {
+        Slab(crate::slab::SlabWriter::new(1, capacity))
+    }
+    /// Appends and publishes a put; `None` when full.
+    pub fn append(&mut self, seq: u64, key: &[u8], value: &[u8]) -> Option<usize> {
+        let flags = crate::record::FLAG_PUT | crate::record::FLAG_BEGIN | crate::record::FLAG_END;
+        let off = self.0.append(flags, seq, key, value)?;
+        self.0.publish();
+        Some(off)
+    }
+}
