@@ -116,6 +116,10 @@ pub struct Stats {
     pub flush_retries: u64,
     /// New slabs that reused the buffer of a flushed one.
     pub slabs_recycled: u64,
+    /// Segments dropped by cache mode (`capacity`).
+    pub evictions: u64,
+    /// Bytes of the segments dropped by cache mode.
+    pub evicted_bytes: u64,
     /// The I/O engine in use.
     pub io_backend: IoBackend,
     /// Whether WAL files are written with O_DIRECT (false for `Buffered`, on
@@ -136,6 +140,7 @@ pub struct Builder {
     direct_io: bool,
     verify_checksums: bool,
     io_backend: Option<IoBackend>,
+    capacity: Option<u64>,
     #[cfg(feature = "fault-injection")]
     fault: Option<Arc<crate::FaultInjector>>,
 }
@@ -182,6 +187,17 @@ impl Builder {
     /// `ReadOptions::verify_checksums`.
     pub fn verify_checksums(mut self, on: bool) -> Self {
         self.verify_checksums = on;
+        self
+    }
+
+    /// Cache mode: keep at most about `bytes` of segment files; past that
+    /// the oldest segments are dropped (FIFO) and their keys read as absent.
+    /// Disk use stays within `capacity` plus the slabs not yet flushed.
+    /// Default: unbounded. At least twice `slab_size`. Usually combined with
+    /// `Durability::None`. foyer: the device capacity; RocksDB:
+    /// `FIFOCompactionOptions::max_table_files_size`.
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = Some(bytes);
         self
     }
 
@@ -276,7 +292,16 @@ impl Builder {
                 self.flush_workers
             )));
         }
+        if let Some(cap) = self.capacity {
+            if cap < 2 * self.slab_size as u64 {
+                return Err(Error::Config(format!(
+                    "capacity must be at least twice slab_size ({} bytes), got {cap}",
+                    2 * self.slab_size
+                )));
+            }
+        }
         Ok(Config {
+            capacity: self.capacity,
             durability: self.durability,
             slab_size: self.slab_size,
             max_sealed_slabs: self.max_sealed_slabs,
@@ -425,6 +450,7 @@ impl Db {
             direct_io: true,
             verify_checksums: true,
             io_backend: None,
+            capacity: None,
             #[cfg(feature = "fault-injection")]
             fault: None,
         }
@@ -501,7 +527,12 @@ impl Db {
         let verify = shared.config.verify_checksums;
         let mut value = None;
         shared.index.get(key_hash(key), |loc| {
-            let rec = shared.registry.record(loc, verify)?;
+            let rec = match shared.registry.record(loc, verify) {
+                Ok(rec) => rec,
+                // Evicted between the index lookup and now: absent.
+                Err(_) if shared.evicted(loc) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             let hit = rec.key() == key;
             if hit {
                 value = Some(rec.value_bytes());
@@ -518,7 +549,12 @@ impl Db {
         shared.check_open()?;
         Ok(shared
             .index
-            .get(key_hash(key), |loc| shared.registry.key_is(loc, key))?
+            .get(key_hash(key), |loc| {
+                match shared.registry.key_is(loc, key) {
+                    Err(_) if shared.evicted(loc) => Ok(false),
+                    other => other,
+                }
+            })?
             .is_some())
     }
 
@@ -542,10 +578,14 @@ impl Db {
         let verify = shared.config.verify_checksums;
         let items = (0..shards).flat_map(move |i| {
             let shared = shared.clone();
-            shared.index.shard_locations(i).into_iter().map(move |loc| {
-                let rec = shared.registry.record(loc, verify)?;
-                Ok((rec.key_bytes(), rec.value_bytes()))
-            })
+            let locations = shared.index.shard_locations(i);
+            locations
+                .into_iter()
+                .filter_map(move |loc| match shared.registry.record(loc, verify) {
+                    Ok(rec) => Some(Ok((rec.key_bytes(), rec.value_bytes()))),
+                    Err(_) if shared.evicted(loc) => None,
+                    Err(e) => Some(Err(e)),
+                })
         });
         futures::stream::iter(open.err().map(Err).into_iter().chain(items))
     }
@@ -588,6 +628,8 @@ impl Db {
             recovered_records: c.recovered_records.load(Ordering::Relaxed),
             flush_retries: c.flush_retries.load(Ordering::Relaxed),
             slabs_recycled: s.slab_pool.reused(),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
             io_backend: s.backend,
             wal_direct_io: s.wal_direct.load(Ordering::Relaxed),
             durability: s.config.durability,

@@ -48,10 +48,7 @@ pub(crate) fn start_workers(
                     let span = tracing::info_span!("flush", file_id = id);
                     let _enter = span.enter();
                     match flush_with_retries(&shared, &sealed, &mut bounce) {
-                        Ok(segment) => {
-                            shared.registry.insert(id, Source::Segment(Arc::new(segment)));
-                            tracing::debug!("segment published");
-                        }
+                        Ok(()) => tracing::debug!("segment published"),
                         Err(e) => {
                             tracing::error!(error = %e, "flush failed; the store refuses writes until reopened");
                             shared.poison(&e);
@@ -73,15 +70,11 @@ const FLUSH_RETRIES: u32 = 5;
 /// retried with backoff (10 ms … 160 ms); the slab stays readable in memory
 /// meanwhile. Each attempt starts over from the slab, so a half-written file
 /// is simply rewritten.
-fn flush_with_retries(
-    shared: &Shared,
-    sealed: &SealedSlab,
-    bounce: &mut AlignedBuf,
-) -> Result<Segment> {
+fn flush_with_retries(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> Result<()> {
     let mut attempt = 0;
     loop {
         match flush_one(shared, sealed, bounce) {
-            Ok(segment) => return Ok(segment),
+            Ok(()) => return Ok(()),
             Err(e) if attempt < FLUSH_RETRIES => {
                 shared
                     .counters
@@ -96,7 +89,7 @@ fn flush_with_retries(
     }
 }
 
-fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> Result<Segment> {
+fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> Result<()> {
     let slab = &sealed.slab;
     let id = slab.file_id();
     let dir = shared.registry.data_dir();
@@ -132,21 +125,29 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
     file.sync_data()
         .map_err(|e| Error::io("fdatasync segment", &log, e))?;
     drop(file);
-    vfs.rename(&log, &seg)
-        .map_err(|e| Error::io("publish segment", &seg, e))?;
-    vfs.sync_dir(dir)
-        .map_err(|e| Error::io("fsync data directory", dir, e))?;
-    let (segment, found) = Segment::open(&seg, id, false)?;
-    match found {
-        SegmentIndex::Footer(f)
-            if f.entries.len() == scan.entries.len() && f.data_end == scan.valid_end =>
-        {
-            Ok(segment)
+    let size = (footer_off + tail.len()) as u64;
+    // Publishing (rename, directory fsync, registry swap) happens under the
+    // eviction lock, after cache mode made room for this segment.
+    crate::gc::publish_within_capacity(shared, size, || {
+        vfs.rename(&log, &seg)
+            .map_err(|e| Error::io("publish segment", &seg, e))?;
+        vfs.sync_dir(dir)
+            .map_err(|e| Error::io("fsync data directory", dir, e))?;
+        let (segment, found) = Segment::open(&seg, id, false)?;
+        match found {
+            SegmentIndex::Footer(f)
+                if f.entries.len() == scan.entries.len() && f.data_end == scan.valid_end =>
+            {
+                shared
+                    .registry
+                    .insert(id, Source::Segment(Arc::new(segment)));
+                Ok(())
+            }
+            _ => Err(Error::corruption(
+                &seg,
+                footer_off as u64,
+                "segment footer unreadable right after writing it",
+            )),
         }
-        _ => Err(Error::corruption(
-            &seg,
-            footer_off as u64,
-            "segment footer unreadable right after writing it",
-        )),
-    }
+    })
 }

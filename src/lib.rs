@@ -36,6 +36,8 @@ mod db;
 #[cfg(not(loom))]
 mod flush;
 #[cfg(not(loom))]
+mod gc;
+#[cfg(not(loom))]
 mod index;
 #[cfg(not(loom))]
 mod io;

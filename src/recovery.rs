@@ -141,6 +141,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
 
     let loaded = started.elapsed();
     let records = rebuild_index(shared, per_file);
+    crate::gc::evict_over_capacity(shared)?;
     tracing::info!(
         files_ms = loaded.as_secs_f64() * 1e3,
         index_ms = (started.elapsed() - loaded).as_secs_f64() * 1e3,

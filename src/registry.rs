@@ -130,6 +130,27 @@ impl Registry {
         read(&self.files).get(&file_id).cloned()
     }
 
+    /// Whether `file_id` is loaded.
+    pub fn contains(&self, file_id: u32) -> bool {
+        read(&self.files).contains_key(&file_id)
+    }
+
+    /// Bytes of all published segments, and the oldest one.
+    pub fn segments_by_age(&self) -> (u64, Option<Arc<Segment>>) {
+        let files = read(&self.files);
+        let mut total = 0;
+        let mut oldest: Option<&Arc<Segment>> = None;
+        for s in files.values() {
+            if let Source::Segment(seg) = s {
+                total += seg.len() as u64;
+                if oldest.is_none_or(|o| seg.file_id() < o.file_id()) {
+                    oldest = Some(seg);
+                }
+            }
+        }
+        (total, oldest.cloned())
+    }
+
     /// (slabs, segments, bytes of segment files)
     pub fn counts(&self) -> (usize, usize, u64) {
         let files = read(&self.files);

@@ -266,6 +266,10 @@ impl Segment {
         Ok((seg, found))
     }
 
+    pub fn file_id(&self) -> u32 {
+        self.file_id
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

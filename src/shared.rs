@@ -22,6 +22,8 @@ pub(crate) struct Config {
     pub flush_workers: usize,
     pub direct_io: bool,
     pub verify_checksums: bool,
+    /// Cache mode: evict the oldest segments past this many bytes.
+    pub capacity: Option<u64>,
 }
 
 /// Monotonic counters behind `Db::stats`.
@@ -33,6 +35,8 @@ pub(crate) struct Counters {
     pub recovered_torn_bytes: AtomicU64,
     pub recovered_records: AtomicU64,
     pub flush_retries: AtomicU64,
+    pub evictions: AtomicU64,
+    pub evicted_bytes: AtomicU64,
 }
 
 /// See the module docs.
@@ -53,6 +57,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// The flock'ed `LOCK` file; dropped by `close`.
     pub lock_file: Mutex<Option<File>>,
+    /// Held while evicting (flush workers may finish together).
+    pub evicting: Mutex<()>,
     poisoned: Mutex<Option<String>>,
     flushing: Mutex<BTreeSet<u32>>,
     flushed: Notify,
@@ -79,6 +85,7 @@ impl Shared {
             wal_direct: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
+            evicting: Mutex::new(()),
             poisoned: Mutex::new(None),
             flushing: Mutex::new(BTreeSet::new()),
             flushed: Notify::new(),
@@ -98,6 +105,12 @@ impl Shared {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Whether a location's file was dropped by cache-mode eviction (only
+    /// then is a location without a loaded file expected).
+    pub fn evicted(&self, loc: crate::index::Location) -> bool {
+        self.config.capacity.is_some() && !self.registry.contains(loc.file_id)
     }
 
     pub fn check_open(&self) -> Result<()> {

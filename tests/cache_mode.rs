@@ -1,0 +1,146 @@
+//! Cache mode (`capacity`): the oldest segments are dropped FIFO, their keys
+//! read as absent, disk use stays within capacity plus a slab, newer writes
+//! of a key are never lost to eviction, and readers never see an error.
+
+mod common;
+
+use silt::{Db, Durability, Error};
+
+const SLAB: usize = 64 * 1024;
+const CAPACITY: u64 = 4 * SLAB as u64;
+
+fn cache(path: &std::path::Path) -> silt::Builder {
+    Db::builder(path)
+        .slab_size(SLAB)
+        .durability(Durability::None)
+        .capacity(CAPACITY)
+}
+
+/// Bytes of segment files now (a file evicted while listing counts as gone).
+fn segment_bytes(dir: &std::path::Path) -> u64 {
+    common::data_files(dir, "silt")
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldest_segments_are_evicted_and_read_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = cache(dir.path()).open().await.unwrap();
+    let value = vec![9u8; 1000];
+    let mut peak = 0;
+    for i in 0..3000u32 {
+        db.put(format!("k{i:05}"), value.clone()).await.unwrap();
+        // A key written all along stays: each overwrite lands in the newest slab.
+        db.put("hot", format!("v{i}")).await.unwrap();
+        peak = peak.max(segment_bytes(dir.path()));
+    }
+    db.flush().await.unwrap();
+    let st = db.stats();
+    assert!(st.evictions > 0, "{st:?}");
+    assert!(
+        peak <= CAPACITY + SLAB as u64,
+        "peak {peak} > capacity + one slab"
+    );
+    assert!(segment_bytes(dir.path()) <= CAPACITY);
+    assert_eq!(
+        db.get(b"k00000").await.unwrap(),
+        None,
+        "the oldest keys are gone"
+    );
+    assert_eq!(
+        db.get(b"k02999").await.unwrap().unwrap(),
+        value,
+        "the newest stay"
+    );
+    assert_eq!(db.get(b"hot").await.unwrap().unwrap(), "v2999");
+    let present = (0..3000u32).filter(|i| {
+        futures::executor::block_on(db.contains_key(format!("k{i:05}").as_bytes())).unwrap()
+    });
+    let kept = present.count() as u64;
+    assert!(kept > 0 && kept < 3000, "{kept}");
+    assert_eq!(st.keys, kept + 1);
+    db.close().await.unwrap();
+    let db = cache(dir.path()).open().await.unwrap();
+    assert_eq!(db.stats().keys, kept + 1);
+    assert_eq!(db.get(b"hot").await.unwrap().unwrap(), "v2999");
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_fail_while_segments_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = cache(dir.path()).open().await.unwrap();
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..4000u32 {
+                db.put(format!("k{i:05}"), vec![1u8; 700]).await.unwrap();
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    for r in 0..4u32 {
+        let db = db.clone();
+        readers.push(tokio::spawn(async move {
+            let mut hits = 0;
+            for j in 0..20_000u32 {
+                let k = format!("k{:05}", (j * 7 + r * 131) % 4000);
+                if let Some(v) = db.get(k.as_bytes()).await.unwrap() {
+                    assert_eq!(v.len(), 700);
+                    hits += 1;
+                }
+                if j % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            hits
+        }));
+    }
+    writer.await.unwrap();
+    for r in readers {
+        r.await.unwrap();
+    }
+    use futures::StreamExt;
+    let items: Vec<_> = db.scan().collect().await;
+    assert!(items.iter().all(|i| i.is_ok()));
+    assert!(db.stats().evictions > 0);
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_capacity_under_two_slabs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    match Db::builder(dir.path())
+        .slab_size(SLAB)
+        .capacity(SLAB as u64)
+        .open()
+        .await
+    {
+        Err(Error::Config(msg)) => assert!(msg.contains("capacity"), "{msg}"),
+        other => panic!("expected Config, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reopening_with_a_smaller_capacity_evicts_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .slab_size(SLAB)
+        .durability(Durability::None)
+        .open()
+        .await
+        .unwrap();
+    for i in 0..2000u32 {
+        db.put(format!("k{i:05}"), vec![2u8; 1000]).await.unwrap();
+    }
+    db.close().await.unwrap();
+    assert!(segment_bytes(dir.path()) > CAPACITY);
+    let db = cache(dir.path()).open().await.unwrap();
+    assert!(segment_bytes(dir.path()) <= CAPACITY);
+    assert!(db.stats().evictions > 0);
+    assert_eq!(db.get(b"k01999").await.unwrap().unwrap(), vec![2u8; 1000]);
+    db.close().await.unwrap();
+}
