@@ -30,6 +30,16 @@ use tokio::sync::{mpsc, oneshot};
 ///
 /// RocksDB: `WriteOptions::sync` = true / false / `disableWAL`.
 /// fjall: `PersistMode::SyncData` / `Buffer` / no journal.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::builder(dir.path()).durability(silt::Durability::Sync).open().await?;
+/// db.put("k", "v").await?; // resolved: survives power loss
+/// assert_eq!(db.stats().durability, silt::Durability::Sync);
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// Default. Acknowledged after an `fdatasync` that covers the write.
@@ -43,6 +53,15 @@ pub enum Durability {
 }
 
 /// Which I/O engine runs the log thread and flush workers.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?; // Auto
+/// assert_ne!(db.stats().io_backend, silt::IoBackend::Auto); // names the one that runs
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IoBackend {
     /// io_uring if the kernel allows it, else `Std`.
@@ -58,6 +77,18 @@ pub enum IoBackend {
 
 /// A set of writes applied atomically: after any crash, all or none of it.
 /// A later operation on the same key wins over an earlier one.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// let mut batch = silt::WriteBatch::new();
+/// batch.put("from", "0");
+/// batch.put("to", "100");
+/// db.write(batch).await?;
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     ops: Vec<Op>,
@@ -65,28 +96,93 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     /// An empty batch.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut batch = silt::WriteBatch::new();
+    /// assert!(batch.is_empty());
+    /// batch.put("k", "v");
+    /// assert_eq!(batch.len(), 1);
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn new() -> WriteBatch {
         WriteBatch::default()
     }
     /// Adds a put.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut batch = silt::WriteBatch::new();
+    /// batch.put("k", "first");
+    /// batch.put("k", "second"); // the later one wins
+    /// let db = silt::Db::open(dir.path()).await?;
+    /// db.write(batch).await?;
+    /// assert_eq!(db.get(b"k").await?.unwrap(), "second");
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
         self.ops.push(Op::Put(key.into(), value.into()));
     }
     /// Adds a delete.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::open(dir.path()).await?;
+    /// db.put("old", "x").await?;
+    /// let mut batch = silt::WriteBatch::new();
+    /// batch.delete("old");
+    /// batch.put("new", "y");
+    /// db.write(batch).await?;
+    /// assert_eq!(db.get(b"old").await?, None);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn delete(&mut self, key: impl Into<Bytes>) {
         self.ops.push(Op::Delete(key.into()));
     }
     /// Number of operations.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut batch = silt::WriteBatch::new();
+    /// batch.put("a", "1");
+    /// batch.delete("b");
+    /// assert_eq!(batch.len(), 2);
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn len(&self) -> usize {
         self.ops.len()
     }
     /// True if the batch holds no operation.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// assert!(silt::WriteBatch::new().is_empty());
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 }
 
 /// A snapshot of the store's counters.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// db.put("k", "v").await?;
+/// let st: silt::Stats = db.stats();
+/// assert_eq!((st.keys, st.commit_groups), (1, 1));
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -130,6 +226,20 @@ pub struct Stats {
 }
 
 /// Configures and opens a [`Db`]. Every knob has a default.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::builder(dir.path())
+///     .durability(silt::Durability::Sync)
+///     .slab_size(16 << 20)
+///     .max_sealed_slabs(4)
+///     .flush_workers(2)
+///     .open()
+///     .await?;
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
     path: PathBuf,
@@ -147,6 +257,17 @@ pub struct Builder {
 
 /// Overrides the default `IoBackend` (not an explicit `Builder::io_backend`)
 /// with `std`, `uring` or `auto`, so a whole test suite can run on each.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// std::env::set_var(silt::IO_BACKEND_ENV, "std");
+/// let db = silt::Db::open(dir.path()).await?;
+/// assert_eq!(db.stats().io_backend, silt::IoBackend::Std);
+/// # std::env::remove_var(silt::IO_BACKEND_ENV);
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 pub const IO_BACKEND_ENV: &str = "SILT_IO_BACKEND";
 
 const KIB: usize = 1024;
@@ -154,6 +275,15 @@ const MIB: usize = 1024 * KIB;
 
 impl Builder {
     /// Durability of writes (default [`Durability::Sync`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).durability(silt::Durability::Buffered).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self
@@ -162,29 +292,74 @@ impl Builder {
     /// 64 KiB..=1 GiB, a multiple of 4 KiB). RocksDB: `write_buffer_size`;
     /// fjall: `max_memtable_size`. A single write (or batch) must fit in one
     /// slab.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).slab_size(4 << 20).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn slab_size(mut self, bytes: usize) -> Self {
         self.slab_size = bytes;
         self
     }
     /// Sealed slabs allowed to wait for flushing before writers wait
     /// (default 4). RocksDB: `max_write_buffer_number`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).max_sealed_slabs(2).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn max_sealed_slabs(mut self, n: usize) -> Self {
         self.max_sealed_slabs = n;
         self
     }
     /// Flush worker threads (default 2). RocksDB: `max_background_flushes`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).flush_workers(1).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn flush_workers(mut self, n: usize) -> Self {
         self.flush_workers = n;
         self
     }
     /// Use O_DIRECT for segment and `Sync` WAL writes where the file system
     /// allows it (default true). RocksDB: `use_direct_io_for_flush_and_compaction`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).direct_io(false).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self
     }
     /// Check each record's CRC on every read (default true). RocksDB:
     /// `ReadOptions::verify_checksums`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).verify_checksums(false).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn verify_checksums(mut self, on: bool) -> Self {
         self.verify_checksums = on;
         self
@@ -196,6 +371,20 @@ impl Builder {
     /// Default: unbounded. At least twice `slab_size`. Usually combined with
     /// `Durability::None`. foyer: the device capacity; RocksDB:
     /// `FIFOCompactionOptions::max_table_files_size`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = silt::Db::builder(dir.path())
+    ///     .durability(silt::Durability::None)
+    ///     .slab_size(1 << 20)
+    ///     .capacity(16 << 20)
+    ///     .open()
+    ///     .await?;
+    /// cache.put("k", "v").await?;
+    /// # cache.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn capacity(mut self, bytes: u64) -> Self {
         self.capacity = Some(bytes);
         self
@@ -205,6 +394,15 @@ impl Builder {
     /// allows it, else blocking calls; the `SILT_IO_BACKEND` environment
     /// variable changes the default). `stats().io_backend` says which runs.
     /// RocksDB: `use_io_uring` (MultiRead only).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).io_backend(silt::IoBackend::Std).open().await?;
+    /// assert_eq!(db.stats().io_backend, silt::IoBackend::Std);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn io_backend(mut self, b: IoBackend) -> Self {
         self.io_backend = Some(b);
         self
@@ -313,6 +511,16 @@ impl Builder {
 
     /// Opens (creating if needed) the store. Must run inside a Tokio
     /// runtime: the writer task is spawned on it.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).slab_size(1 << 20).open().await?;
+    /// let bad = silt::Db::builder(dir.path().join("x")).slab_size(1000).open().await;
+    /// assert!(matches!(bad, Err(silt::Error::Config(_))));
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn open(self) -> Result<Db> {
         let config = self.config()?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -415,6 +623,17 @@ struct Handle {
 /// A handle to an open store. Cheap to clone; every clone talks to the same
 /// writer task. Dropping the last handle drains and flushes in the
 /// background; call [`Db::close`] to wait for that and release the lock.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// let handle = db.clone(); // cheap; same store
+/// tokio::spawn(async move { handle.put("k", "v").await }).await.unwrap()?;
+/// assert_eq!(db.get(b"k").await?.unwrap(), "v");
+/// db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Db {
     inner: Arc<Handle>,
@@ -435,11 +654,30 @@ fn check_key(key: &[u8]) -> Result<()> {
 
 impl Db {
     /// Opens the store at `path` with every default.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::open(dir.path()).await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<Db> {
         Db::builder(path).open().await
     }
 
     /// A [`Builder`] for the store at `path`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path())
+    ///     .durability(silt::Durability::Buffered)
+    ///     .open()
+    ///     .await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn builder(path: impl AsRef<Path>) -> Builder {
         Builder {
             path: path.as_ref().to_path_buf(),
@@ -500,22 +738,70 @@ impl Db {
 
     /// Sets `key` to `value`. Resolves when the write has the configured
     /// [`Durability`]; from then on every `get` sees it.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("user:1", "ada").await?;
+    /// assert_eq!(db.get(b"user:1").await?.unwrap(), "ada");
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
         self.write_ops(vec![Op::Put(key.into(), value.into())])
             .await
     }
 
     /// Deletes `key` (a no-op if absent, but still durable when it resolves).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", "v").await?;
+    /// db.delete("k").await?;
+    /// assert_eq!(db.get(b"k").await?, None);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<()> {
         self.write_ops(vec![Op::Delete(key.into())]).await
     }
 
     /// Applies a batch atomically.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// let mut batch = silt::WriteBatch::new();
+    /// batch.put("a", "1");
+    /// batch.put("b", "2");
+    /// batch.delete("a");
+    /// db.write(batch).await?; // all of it, or (after a crash) none
+    /// assert_eq!(db.get(b"a").await?, None);
+    /// assert_eq!(db.get(b"b").await?.unwrap(), "2");
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn write(&self, batch: WriteBatch) -> Result<()> {
         self.write_ops(batch.ops).await
     }
 
     /// The value of `key`, zero-copy from the slab or the segment mmap.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", vec![7u8; 100]).await?;
+    /// let v: bytes::Bytes = db.get(b"k").await?.unwrap(); // no copy
+    /// assert_eq!(v.len(), 100);
+    /// assert_eq!(db.get(b"missing").await?, None);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.get_now(key)
     }
@@ -543,6 +829,17 @@ impl Db {
     }
 
     /// Whether `key` has a value.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", "").await?;
+    /// assert!(db.contains_key(b"k").await?);
+    /// assert!(!db.contains_key(b"other").await?);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn contains_key(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
         let shared = self.shared();
@@ -559,6 +856,17 @@ impl Db {
     }
 
     /// The values of `keys`, in order (duplicates and missing keys allowed).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("a", "1").await?;
+    /// let got = db.get_many(&["a", "nope", "a"]).await?;
+    /// assert_eq!(got, vec![Some("1".into()), None, Some("1".into())]);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
         keys.iter().map(|k| self.get_now(k.as_ref())).collect()
     }
@@ -567,6 +875,24 @@ impl Db {
     /// when the stream reaches it, so writes made during the scan may or may
     /// not be seen; every pair that was live before the scan and not changed
     /// during it is yielded exactly once.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// use futures::StreamExt;
+    /// db.put("a", "1").await?;
+    /// db.put("b", "2").await?;
+    /// let mut pairs = Box::pin(db.scan());
+    /// let mut n = 0;
+    /// while let Some(pair) = pairs.next().await {
+    ///     let (_key, _value) = pair?;
+    ///     n += 1;
+    /// }
+    /// assert_eq!(n, 2);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn scan(&self) -> impl Stream<Item = Result<(Bytes, Bytes)>> + Send + 'static {
         let shared = self.inner.shared.clone();
         let open = shared.check_open();
@@ -592,18 +918,53 @@ impl Db {
 
     /// Makes every acknowledged write durable (an fdatasync under
     /// `Buffered`, a flush under `None`; a no-op under `Sync`).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// # let db = { db.close().await?; silt::Db::builder(dir.path()).durability(silt::Durability::Buffered).open().await? };
+    /// db.put("k", "v").await?; // in the OS page cache
+    /// db.sync().await?;          // now on disk
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn sync(&self) -> Result<()> {
         self.call(|reply| Request::Sync { reply }).await
     }
 
     /// Seals the active slab and waits until every slab is a published
     /// segment file.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", "v").await?;
+    /// db.flush().await?;
+    /// assert_eq!(db.stats().segments, 1);
+    /// assert_eq!(db.stats().slabs_in_memory, 0);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn flush(&self) -> Result<()> {
         let upto = self.call(|reply| Request::Flush { reply }).await?;
         self.shared().wait_flushed(upto).await
     }
 
     /// Counters and sizes.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", "v").await?;
+    /// let st = db.stats();
+    /// assert_eq!(st.keys, 1);
+    /// println!("{} index bytes, backend {:?}", st.index_bytes, st.io_backend);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub fn stats(&self) -> Stats {
         let s = self.shared();
         let c = &s.counters;
@@ -640,6 +1001,16 @@ impl Db {
     /// the background threads and releases the directory lock. Other clones
     /// of this handle get [`Error::Closed`] afterwards. Closing an already
     /// closed store is `Ok`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// let other = db.clone();
+    /// db.close().await?;
+    /// assert!(matches!(other.get(b"k").await, Err(silt::Error::Closed)));
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
     pub async fn close(self) -> Result<()> {
         let res = match self.call(|reply| Request::Close { reply }).await {
             Err(Error::Closed) => Ok(()),

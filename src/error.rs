@@ -6,6 +6,20 @@ use std::sync::Arc;
 
 /// Everything that can go wrong in silt. Bad input and bad files are errors,
 /// never panics.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// match db.put("", "v").await {
+///     Err(silt::Error::InvalidArgument(msg)) => assert!(msg.contains("empty")),
+///     other => panic!("{other:?}"),
+/// }
+/// // A second writer on the same directory:
+/// assert!(matches!(silt::Db::open(dir.path()).await, Err(silt::Error::Locked { .. })));
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -65,6 +79,11 @@ pub enum Error {
 }
 
 /// `std::result::Result` with silt's [`Error`].
+///
+/// ```
+/// fn check(r: silt::Result<()>) -> bool { r.is_ok() }
+/// assert!(check(Ok(())));
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -6,6 +6,16 @@
 /// Bytes before the key.
 pub(crate) const HEADER_LEN: usize = 4 + 1 + 2 + 4 + 8;
 /// Longest key, bytes.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// db.put(vec![b'k'; silt::MAX_KEY_LEN], "ok").await?;
+/// assert!(db.put(vec![b'k'; silt::MAX_KEY_LEN + 1], "no").await.is_err());
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 
 /// The record sets a key to a value.

@@ -45,6 +45,18 @@ impl VerifyReport {
 
 /// Checks every data file under `dir/data`. `progress(done, total)` is
 /// called after each file with bytes checked so far and in all.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// db.put("k", "v").await?;
+/// db.close().await?;
+/// let report = silt::verify(dir.path(), |_done, _total| {})?;
+/// assert!(report.is_ok());
+/// assert_eq!(report.records, 1);
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 pub fn verify(dir: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
     let data = dir.as_ref().join("data");
     let mut files: Vec<(PathBuf, u64)> = Vec::new();

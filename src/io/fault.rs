@@ -75,7 +75,21 @@ struct State {
     durable_dirs: HashMap<PathBuf, HashMap<PathBuf, u64>>,
 }
 
-/// Shared control of a [`FaultVfs`]: plans, counters, power loss.
+/// Shared control of the fault-injecting I/O layer: plans, counters, power
+/// loss.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use silt::{Fault, FaultInjector, FaultPlan, OpKind};
+/// let inj = FaultInjector::new();
+/// let db = silt::Db::builder(dir.path()).fault_injector(inj.clone()).open().await?;
+/// inj.set_plan(Some(FaultPlan { kind: OpKind::Sync, nth: 1, fault: Fault::Eio, persistent: false }));
+/// assert!(db.put("k", "v").await.is_err()); // its fdatasync failed
+/// assert!(matches!(db.put("k", "v").await, Err(silt::Error::Poisoned { .. })));
+/// # let _ = db.close().await;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     state: Mutex<State>,
