@@ -554,7 +554,7 @@ impl Builder {
                 sync,
             );
             Some(if sync {
-                Wal::spawn_thread(files)?
+                Wal::spawn_thread(files, &shared.threads)?
             } else {
                 Wal::Inline(files)
             })
@@ -1017,6 +1017,15 @@ impl Db {
             other => other,
         };
         self.shared().closed.store(true, Ordering::Release);
+        // The writer dropped the threads' channels before replying, so they
+        // are exiting: wait for them, so nothing of this store runs on.
+        let threads = std::mem::take(&mut *crate::sync::lock(&self.shared().threads));
+        if !threads.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                threads.into_iter().for_each(|t| drop(t.join()))
+            })
+            .await;
+        }
         drop(crate::sync::lock(&self.shared().lock_file).take());
         res
     }

@@ -38,7 +38,7 @@ pub(crate) fn start_workers(
     for i in 0..n {
         let rx = rx.clone();
         let worker_shared = shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("silt-flush-{i}"))
             .spawn(move || {
                 let shared = worker_shared;
@@ -59,6 +59,7 @@ pub(crate) fn start_workers(
                 }
             })
             .map_err(|e| Error::io("spawn flush worker", shared.registry.data_dir(), e))?;
+        crate::sync::lock(&shared.threads).push(handle);
     }
     Ok(tx)
 }

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// The flock'ed `LOCK` file; dropped by `close`.
     pub lock_file: Mutex<Option<File>>,
+    /// The log thread and flush workers, joined by `close`.
+    pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Held while evicting (flush workers may finish together).
     pub evicting: Mutex<()>,
     poisoned: Mutex<Option<String>>,
@@ -85,6 +87,7 @@ impl Shared {
             wal_direct: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
+            threads: Mutex::new(Vec::new()),
             evicting: Mutex::new(()),
             poisoned: Mutex::new(None),
             flushing: Mutex::new(BTreeSet::new()),

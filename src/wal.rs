@@ -205,11 +205,15 @@ pub(crate) enum Wal {
 }
 
 impl Wal {
-    /// Starts the log thread that owns `files`.
-    pub fn spawn_thread(mut files: WalFiles) -> Result<Wal> {
+    /// Starts the log thread that owns `files`; its handle goes to
+    /// `threads` (joined by `close`).
+    pub fn spawn_thread(
+        mut files: WalFiles,
+        threads: &crate::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    ) -> Result<Wal> {
         let (tx, rx) = crossbeam_channel::unbounded::<LogJob>();
         let dir = files.data_dir.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("silt-log".into())
             .spawn(move || {
                 for job in rx {
@@ -228,6 +232,7 @@ impl Wal {
                 }
             })
             .map_err(|e| Error::io("spawn log thread", dir, e))?;
+        crate::sync::lock(threads).push(handle);
         Ok(Wal::Thread(tx))
     }
 }
