@@ -19,7 +19,11 @@
 use crate::sync::{read, write, RwLock};
 use hashbrown::HashTable;
 
+#[cfg(not(loom))]
 const SHARDS: usize = 64;
+/// Under loom every shard lock is a modelled object: keep the model small.
+#[cfg(loom)]
+const SHARDS: usize = 2;
 /// The top `ROUTE_BITS` of a hash pick a slot of the routing table.
 const ROUTE_BITS: u32 = 12;
 
@@ -47,7 +51,7 @@ fn routing_table() -> Box<[u8]> {
 
 /// Where a record lives: which file (slab or segment) and at what offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Location {
+pub struct Location {
     pub file_id: u32,
     pub offset: u32,
 }
@@ -76,7 +80,7 @@ fn table_hash(h32: u32) -> u64 {
 }
 
 /// The sharded index.
-pub(crate) struct Index {
+pub struct Index {
     shards: Box<[RwLock<HashTable<Entry>>]>,
     route: Box<[u8]>,
 }

@@ -39,6 +39,10 @@ mod flush;
 mod gc;
 #[cfg(not(loom))]
 mod index;
+/// The index, public only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod index;
 #[cfg(not(loom))]
 mod io;
 #[cfg(not(loom))]

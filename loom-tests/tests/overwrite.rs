@@ -1,0 +1,79 @@
+//! Model 4: two writes of one key and a concurrent reader, over the real
+//! slab and index. The writer does what the writer task does for each
+//! write: append, publish, then point the index at the record (and only
+//! then acknowledge). The reader must always find the key, read the old or
+//! the new value whole, and never the old one once the new one was
+//! acknowledged.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use silt::index::{Index, Location};
+use silt::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
+
+const PUT_ONE: u8 = 1 | 4 | 8;
+
+/// (key, value) of the record at `loc`, read below the watermark.
+fn record_at(slab: &Slab, loc: Location) -> (Vec<u8>, Vec<u8>) {
+    let off = loc.offset as usize;
+    let head = slab
+        .copy_out(off, 19)
+        .expect("an indexed record is published");
+    let klen = u16::from_le_bytes([head[5], head[6]]) as usize;
+    let vlen = u32::from_le_bytes([head[7], head[8], head[9], head[10]]) as usize;
+    let rec = slab
+        .copy_out(off, 19 + klen + vlen)
+        .expect("the whole record is published");
+    assert_eq!(
+        crc32fast::hash(&rec[4..]),
+        u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]])
+    );
+    (rec[19..19 + klen].to_vec(), rec[19 + klen..].to_vec())
+}
+
+#[test]
+fn overwrite_is_seen_whole_and_never_undone() {
+    loom::model(|| {
+        let mut w = SlabWriter::new(1, FILE_HEADER_LEN + 128);
+        let slab = Arc::clone(w.slab());
+        let index = Arc::new(Index::default());
+        let acked = Arc::new(AtomicBool::new(false));
+        let hash = 0x5eed_u64;
+        let put = |w: &mut SlabWriter, index: &Index, seq: u64, value: &[u8]| {
+            let off = w.append(PUT_ONE, seq, b"k", value).expect("room");
+            w.publish();
+            let slab = w.slab();
+            index.insert(
+                hash,
+                Location {
+                    file_id: 1,
+                    offset: off as u32,
+                },
+                |old| record_at(slab, old).0 == b"k",
+            );
+        };
+        put(&mut w, &index, 1, b"old");
+
+        let reader = {
+            let (slab, index, acked) = (slab.clone(), index.clone(), acked.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let was_acked = acked.load(Ordering::Acquire);
+                    let loc = index
+                        .get(hash, |loc| Ok::<_, ()>(record_at(&slab, loc).0 == b"k"))
+                        .unwrap()
+                        .expect("the key is never missing");
+                    let value = record_at(&slab, loc).1;
+                    assert!(value == b"old" || value == b"new", "{value:?}");
+                    if was_acked {
+                        assert_eq!(value, b"new", "an acknowledged overwrite was undone");
+                    }
+                }
+            })
+        };
+        put(&mut w, &index, 2, b"new");
+        acked.store(true, Ordering::Release);
+        reader.join().unwrap();
+    });
+}
