@@ -7,11 +7,12 @@
 //! (SILT_CMP_N = keys for the fills, default 1,000,000; SILT_BENCH_DIR = the
 //! disk, default a temp dir).
 
+mod bench_env;
 mod workloads;
 
 use redb::ReadableDatabase;
 use silt::{Db, Durability};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use workloads::{disk_bytes, key, percentiles, value};
@@ -257,13 +258,8 @@ async fn gets(store: &Store, keys: u64, n: u64, tasks: u64, missing: bool) -> Fi
     for w in 0..tasks {
         let s = store.clone();
         hs.push(tokio::spawn(async move {
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
             let mut lat = Vec::with_capacity(per as usize);
-            for _ in 0..per {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let i = if missing { keys + x % keys } else { x % keys };
+            for i in workloads::random_keys(w, keys, missing).take(per as usize) {
                 let t = Instant::now();
                 let got = s.get(key(i)).await;
                 lat.push(t.elapsed());
@@ -393,17 +389,7 @@ fn main() {
         .unwrap_or(1_000_000);
     // Every fill splits evenly over 64 tasks.
     let n = (n / 64).max(1) * 64;
-    let base: Option<PathBuf> = std::env::var_os("SILT_BENCH_DIR").map(Into::into);
-    let tmp = match &base {
-        Some(b) => tempfile::tempdir_in(b),
-        None => tempfile::tempdir(),
-    }
-    .expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (tmp, rt) = bench_env::bench_env();
     let kinds = [
         Kind::Silt,
         Kind::Fjall,

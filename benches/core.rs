@@ -4,6 +4,7 @@
 //! SILT_BENCH_DIR=a directory on the disk to measure, default a temp dir).
 //! The same suite runs as `silt bench` (feature `cli`).
 
+mod bench_env;
 mod workloads;
 
 fn main() {
@@ -11,17 +12,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let base = std::env::var_os("SILT_BENCH_DIR").map(std::path::PathBuf::from);
-    let tmp = match &base {
-        Some(b) => tempfile::tempdir_in(b),
-        None => tempfile::tempdir(),
-    }
-    .expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (tmp, rt) = bench_env::bench_env();
     let rows = rt.block_on(workloads::standard_suite(tmp.path(), n, &workloads::Quiet));
     println!("\nsilt core bench: {n} keys of 16 B with 100 B values, 2 worker threads\n");
     workloads::print_table(&rows);

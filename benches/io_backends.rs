@@ -4,6 +4,7 @@
 //! `cargo bench --bench io_backends`. SILT_BENCH_BYTES sets the volume of
 //! the 64 KiB-value test (default 2 GiB), SILT_BENCH_DIR the disk.
 
+mod bench_env;
 mod workloads;
 
 use silt::{Db, Durability, IoBackend};
@@ -17,17 +18,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2 << 30);
-    let base = std::env::var_os("SILT_BENCH_DIR").map(std::path::PathBuf::from);
-    let tmp = match &base {
-        Some(b) => tempfile::tempdir_in(b),
-        None => tempfile::tempdir(),
-    }
-    .expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (tmp, rt) = bench_env::bench_env();
     // SILT_BENCH_ONLY=large|small|fio runs one part (for profiling).
     let only = std::env::var("SILT_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only == part;

@@ -17,6 +17,22 @@ pub fn value(i: u64) -> Vec<u8> {
     v
 }
 
+/// Random key numbers: `0..keys` (present) or `keys..2*keys` (missing),
+/// from a cheap xorshift seeded per task, so every run asks the same keys.
+pub fn random_keys(seed: u64, keys: u64, missing: bool) -> impl Iterator<Item = u64> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (seed + 1);
+    std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if missing {
+            keys + x % keys
+        } else {
+            x % keys
+        }
+    })
+}
+
 /// One line of a results table.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -153,14 +169,8 @@ pub async fn random_gets(db: &Db, keys: u64, n: u64, tasks: u64, missing: bool) 
     for w in 0..tasks {
         let db = db.clone();
         handles.push(tokio::spawn(async move {
-            // xorshift: cheap, deterministic per task.
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
             let mut lat = Vec::with_capacity(per as usize);
-            for _ in 0..per {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let i = if missing { keys + x % keys } else { x % keys };
+            for i in random_keys(w, keys, missing).take(per as usize) {
                 let k = key(i);
                 let t = Instant::now();
                 let v = db.get(&k).await.expect("get");
