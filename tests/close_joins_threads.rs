@@ -33,7 +33,17 @@ async fn close_returns_after_every_background_thread_exited() {
         for i in 0..200u32 {
             db.put(format!("k{i}"), vec![1u8; 1000]).await.unwrap();
         }
-        assert!(!silt_threads().is_empty(), "the store runs its threads");
+        // A flush needs a flush worker to have run, and a thread takes its
+        // name once it runs: only then can the check below see anything.
+        db.flush().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while silt_threads().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store's threads never ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         db.close().await.unwrap();
         assert_eq!(silt_threads(), Vec::<String>::new(), "{d:?} {b:?}");
     }
