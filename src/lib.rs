@@ -32,6 +32,10 @@ pub mod slab;
 mod sync;
 
 #[cfg(not(loom))]
+mod batch;
+#[cfg(not(loom))]
+mod builder;
+#[cfg(not(loom))]
 mod db;
 #[cfg(not(loom))]
 mod flush;
@@ -45,6 +49,8 @@ mod index;
 pub mod index;
 #[cfg(not(loom))]
 mod io;
+#[cfg(not(loom))]
+mod options;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]
@@ -61,8 +67,14 @@ mod wal;
 mod writer;
 
 #[cfg(not(loom))]
-pub use db::{Builder, Db, Durability, IoBackend, Stats, WriteBatch, IO_BACKEND_ENV};
+pub use batch::WriteBatch;
+#[cfg(not(loom))]
+pub use builder::{Builder, IO_BACKEND_ENV};
+#[cfg(not(loom))]
+pub use db::{Db, Stats};
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use options::{Durability, IoBackend};
 #[cfg(not(loom))]
 pub use verify::{verify, Problem, VerifyReport};
 /// Entry points into crate-private code for the cargo-fuzz targets in

@@ -2,10 +2,10 @@
 //! workers: configuration, index, registry, counters, the sticky failure
 //! ("poisoned") state and the set of slabs being flushed.
 
-use crate::db::{Durability, IoBackend};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::io::Vfs;
+use crate::options::{Durability, IoBackend};
 use crate::registry::Registry;
 use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
 use std::collections::BTreeSet;

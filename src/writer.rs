@@ -7,10 +7,10 @@
 //! write is in flight the next group accumulates (pipelining). The task never
 //! blocks: file I/O happens on the log thread and the flush workers.
 
-use crate::db::Durability;
 use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
 use crate::index::Location;
+use crate::options::Durability;
 use crate::record::{self, key_hash, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
 use crate::registry::Source;
 use crate::shared::Shared;

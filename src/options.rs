@@ -1,0 +1,56 @@
+//! The modes a store runs in: `Durability` and `IoBackend`.
+
+/// What a write has survived when its future resolves.
+///
+/// | mode | `put` resolves after | survives |
+/// |---|---|---|
+/// | `Sync` | an `fdatasync` covering it (group commit) | `kill -9` and power loss |
+/// | `Buffered` | its WAL `write(2)` returned | `kill -9`, not power loss |
+/// | `None` | it is in the in-memory slab | nothing until the slab is flushed |
+///
+/// RocksDB: `WriteOptions::sync` = true / false / `disableWAL`.
+/// fjall: `PersistMode::SyncData` / `Buffer` / no journal.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::builder(dir.path()).durability(silt::Durability::Sync).open().await?;
+/// db.put("k", "v").await?; // resolved: survives power loss
+/// assert_eq!(db.stats().durability, silt::Durability::Sync);
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Default. Acknowledged after an `fdatasync` that covers the write.
+    #[default]
+    Sync,
+    /// Acknowledged once the WAL write reached the OS page cache.
+    Buffered,
+    /// Cache mode: no WAL; a write is durable once its slab is flushed
+    /// (`flush`, `sync`, `close`, or the slab filling up).
+    None,
+}
+
+/// Which I/O engine runs the log thread and flush workers.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?; // Auto
+/// assert_ne!(db.stats().io_backend, silt::IoBackend::Auto); // names the one that runs
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring if the kernel allows it, else `Std`.
+    #[default]
+    Auto,
+    /// io_uring: one ring per I/O thread; a flush has all its writes in
+    /// flight at once. `open` fails with `Error::Config` if the kernel (or a
+    /// seccomp policy) refuses io_uring.
+    Uring,
+    /// Blocking POSIX calls on dedicated threads.
+    Std,
+}
