@@ -93,6 +93,8 @@ fn crashed_wal(path: &std::path::Path, n: u32) -> std::path::PathBuf {
             }
         },
     );
+    // The dead store's threads are gone before a test touches its files.
+    common::wait_unlocked(path);
     let logs = data_files(path, "log");
     assert_eq!(logs.len(), 1, "one unsealed WAL is left behind");
     logs[0].clone()
@@ -247,11 +249,7 @@ async fn segments_of_pure_garbage_open_without_panic() {
 async fn unsealed_wal_of_a_crash_becomes_a_segment_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
     crashed_wal(dir.path(), 100);
-    let db = Db::builder(dir.path())
-        .slab_size(64 * 1024)
-        .open()
-        .await
-        .unwrap();
+    let db = common::open_after_crash(Db::builder(dir.path()).slab_size(64 * 1024)).await;
     assert_eq!(db.stats().keys, 100);
     db.flush().await.unwrap();
     assert!(data_files(dir.path(), "log").is_empty());
