@@ -79,6 +79,43 @@ fn table_hash(h32: u32) -> u64 {
     (h32 as u64 | (h32 as u64) << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Points the key (whose entry `is_key` recognises) at `loc` in a locked
+/// shard; returns the location it replaced. Shared by the writer's inserts
+/// and recovery's bulk load.
+fn upsert_in(
+    table: &mut HashTable<Entry>,
+    h32: u32,
+    loc: Location,
+    mut is_key: impl FnMut(Location) -> bool,
+) -> Option<Location> {
+    let th = table_hash(h32);
+    if let Some(e) = table.find_mut(th, |e| e.h32 == h32 && is_key(e.location())) {
+        let old = e.location();
+        e.file_id = loc.file_id;
+        e.offset = loc.offset;
+        return Some(old);
+    }
+    let entry = Entry {
+        h32,
+        file_id: loc.file_id,
+        offset: loc.offset,
+    };
+    table.insert_unique(th, entry, |e| table_hash(e.h32));
+    None
+}
+
+/// Removes the key's entry from a locked shard; returns where it pointed.
+fn remove_in(
+    table: &mut HashTable<Entry>,
+    h32: u32,
+    mut is_key: impl FnMut(Location) -> bool,
+) -> Option<Location> {
+    match table.find_entry(table_hash(h32), |e| e.h32 == h32 && is_key(e.location())) {
+        Ok(entry) => Some(entry.remove().0.location()),
+        Err(_) => None,
+    }
+}
+
 /// The sharded index.
 pub struct Index {
     shards: Box<[RwLock<HashTable<Entry>>]>,
@@ -129,30 +166,11 @@ impl Index {
         let mut table = write(shard);
         table.reserve(changes.len(), |e| table_hash(e.h32));
         for &(hash, loc, delete) in changes {
-            let h32 = hash as u32;
-            let th = table_hash(h32);
-            let found = table.find_entry(th, |e| e.h32 == h32 && same(e.location(), loc));
-            match (found, delete) {
-                (Ok(entry), true) => {
-                    entry.remove();
-                }
-                (Ok(mut entry), false) => {
-                    let e = entry.get_mut();
-                    e.file_id = loc.file_id;
-                    e.offset = loc.offset;
-                }
-                (Err(_), true) => {}
-                (Err(_), false) => {
-                    table.insert_unique(
-                        th,
-                        Entry {
-                            h32,
-                            file_id: loc.file_id,
-                            offset: loc.offset,
-                        },
-                        |e| table_hash(e.h32),
-                    );
-                }
+            let is_key = |old: Location| same(old, loc);
+            if delete {
+                remove_in(&mut table, hash as u32, is_key);
+            } else {
+                upsert_in(&mut table, hash as u32, loc, is_key);
             }
         }
     }
@@ -194,34 +212,13 @@ impl Index {
         mut is_key: impl FnMut(Location) -> bool,
     ) -> Option<Location> {
         let (shard, h32) = self.split(hash);
-        let mut table = write(&self.shards[shard]);
-        let th = table_hash(h32);
-        if let Some(e) = table.find_mut(th, |e| e.h32 == h32 && is_key(e.location())) {
-            let old = e.location();
-            e.file_id = loc.file_id;
-            e.offset = loc.offset;
-            return Some(old);
-        }
-        table.insert_unique(
-            th,
-            Entry {
-                h32,
-                file_id: loc.file_id,
-                offset: loc.offset,
-            },
-            |e| table_hash(e.h32),
-        );
-        None
+        upsert_in(&mut write(&self.shards[shard]), h32, loc, &mut is_key)
     }
 
     /// Removes the key; returns where it was.
     pub fn remove(&self, hash: u64, mut is_key: impl FnMut(Location) -> bool) -> Option<Location> {
         let (shard, h32) = self.split(hash);
-        let mut table = write(&self.shards[shard]);
-        match table.find_entry(table_hash(h32), |e| e.h32 == h32 && is_key(e.location())) {
-            Ok(entry) => Some(entry.remove().0.location()),
-            Err(_) => None,
-        }
+        remove_in(&mut write(&self.shards[shard]), h32, &mut is_key)
     }
 
     /// Number of live keys.
