@@ -44,6 +44,7 @@ pub struct Builder {
     verify_checksums: bool,
     io_backend: Option<IoBackend>,
     capacity: Option<u64>,
+    gc_threshold: f64,
     #[cfg(feature = "fault-injection")]
     fault: Option<Arc<crate::FaultInjector>>,
 }
@@ -78,6 +79,7 @@ impl Builder {
             verify_checksums: true,
             io_backend: None,
             capacity: None,
+            gc_threshold: 0.5,
             #[cfg(feature = "fault-injection")]
             fault: None,
         }
@@ -199,6 +201,27 @@ impl Builder {
         self
     }
 
+    /// Background GC rewrites the live records of every segment whose live
+    /// ratio (live bytes / record bytes) falls under this, then deletes it
+    /// (default 0.5; `0.0..1.0`; 0.0 turns background GC off, and
+    /// [`Db::compact`](crate::Db::compact) still works). Off in cache mode,
+    /// where eviction reclaims space. RocksDB BlobDB:
+    /// `blob_garbage_collection_age_cutoff`; fjall: the blob GC staleness
+    /// threshold.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).gc_threshold(0.25).open().await?;
+    /// db.put("k", "v").await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    pub fn gc_threshold(mut self, live_ratio: f64) -> Self {
+        self.gc_threshold = live_ratio;
+        self
+    }
+
     /// The I/O engine (default [`IoBackend::Auto`]: io_uring if the kernel
     /// allows it, else blocking calls; the `SILT_IO_BACKEND` environment
     /// variable changes the default). `stats().io_backend` says which runs.
@@ -307,8 +330,15 @@ impl Builder {
                 )));
             }
         }
+        if !(0.0..1.0).contains(&self.gc_threshold) {
+            return Err(Error::Config(format!(
+                "gc_threshold must be in 0.0..1.0, got {}",
+                self.gc_threshold
+            )));
+        }
         Ok(Config {
             capacity: self.capacity,
+            gc_threshold: self.gc_threshold,
             durability: self.durability,
             slab_size: self.slab_size,
             max_sealed_slabs: self.max_sealed_slabs,
@@ -377,6 +407,7 @@ impl Builder {
         let flush_tx = flush::start_workers(shared.config.flush_workers, queue, shared.clone())?;
         let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init);
         rt.spawn(writer.run());
+        crate::gc::spawn_background(&rt, shared.clone(), tx.downgrade());
         Ok(Db::from_parts(tx, shared))
     }
 }

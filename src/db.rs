@@ -9,7 +9,7 @@ use crate::shared::Shared;
 use crate::slab::FILE_HEADER_LEN;
 use crate::sync::Ordering;
 use crate::writer::{Op, Request};
-use crate::WriteBatch;
+use crate::{CompactionReport, FileSpace, WriteBatch};
 use bytes::Bytes;
 use futures::Stream;
 use std::path::Path;
@@ -61,6 +61,17 @@ pub struct Stats {
     pub evictions: u64,
     /// Bytes of the segments dropped by cache mode.
     pub evicted_bytes: u64,
+    /// Bytes of committed records in all data files (slabs and segments).
+    pub record_bytes: u64,
+    /// Bytes of records that are the newest of their key: the rest is
+    /// garbage that compaction reclaims (see [`Db::file_space`]).
+    pub live_bytes: u64,
+    /// Compactions run (background GC and [`Db::compact`]).
+    pub gc_runs: u64,
+    /// Segment files compaction rewrote and deleted.
+    pub gc_files: u64,
+    /// Bytes compaction reclaimed.
+    pub gc_reclaimed_bytes: u64,
     /// The I/O engine in use.
     pub io_backend: IoBackend,
     /// Whether WAL files are written with O_DIRECT (false for `Buffered`, on
@@ -355,14 +366,27 @@ impl Db {
         let verify = shared.config.verify_checksums;
         let items = (0..shards).flat_map(move |i| {
             let shared = shared.clone();
-            let locations = shared.index.shard_locations(i);
-            locations
-                .into_iter()
-                .filter_map(move |loc| match shared.registry.record(loc, verify) {
+            // Pin each file the shard points into while the shard is locked,
+            // so GC deleting a file mid-scan cannot lose a pair.
+            let mut pinned = std::collections::HashMap::new();
+            let locations = shared.index.shard_locations_with(i, |loc| {
+                if let std::collections::hash_map::Entry::Vacant(v) = pinned.entry(loc.file_id) {
+                    if let Some(source) = shared.registry.get(loc.file_id) {
+                        v.insert(source);
+                    }
+                }
+            });
+            locations.into_iter().filter_map(move |loc| {
+                let found = match pinned.get(&loc.file_id) {
+                    Some(source) => shared.registry.record_in(source, loc, verify),
+                    None => shared.registry.record(loc, verify),
+                };
+                match found {
                     Ok(rec) => Some(Ok((rec.key_bytes(), rec.value_bytes()))),
                     Err(_) if shared.evicted(loc) => None,
                     Err(e) => Some(Err(e)),
-                })
+                }
+            })
         });
         futures::stream::iter(open.err().map(Err).into_iter().chain(items))
     }
@@ -403,6 +427,63 @@ impl Db {
         self.shared().wait_flushed(upto).await
     }
 
+    /// Rewrites the live records of every segment that holds dead bytes
+    /// (overwritten or deleted records, tombstones no older file needs)
+    /// and deletes the old files; returns what it did. Writes continue
+    /// meanwhile and always win over the copies. Background GC does the
+    /// same for segments under [`Builder::gc_threshold`]; this reclaims
+    /// everything now. A no-op in cache mode. RocksDB: `CompactRange`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path()).slab_size(64 << 10).open().await?;
+    /// for i in 0..1000u32 {
+    ///     db.put(i.to_be_bytes().to_vec(), vec![1u8; 100]).await?;
+    /// }
+    /// for i in 0..900u32 {
+    ///     db.delete(i.to_be_bytes().to_vec()).await?;
+    /// }
+    /// db.flush().await?;
+    /// let before = db.stats();
+    /// let report = db.compact().await?;
+    /// let after = db.stats();
+    /// assert!(report.files_rewritten > 0);
+    /// assert!(after.record_bytes < before.record_bytes);
+    /// assert_eq!(db.get(&950u32.to_be_bytes()).await?.unwrap().len(), 100);
+    /// assert_eq!(db.get(&5u32.to_be_bytes()).await?, None);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// [`Builder::gc_threshold`]: crate::Builder::gc_threshold
+    pub async fn compact(&self) -> Result<CompactionReport> {
+        self.shared().check_open()?;
+        crate::gc::compact(&self.inner.shared, &self.inner.tx, |f| {
+            f.live_bytes < f.record_bytes
+        })
+        .await
+    }
+
+    /// Record and live bytes of every data file, oldest first (the live
+    /// ratio per segment that GC decides by).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", "1").await?;
+    /// db.put("k", "2").await?;
+    /// let files = db.file_space();
+    /// assert_eq!(files.len(), 1);
+    /// assert!(files[0].live_ratio() < 0.6);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    pub fn file_space(&self) -> Vec<FileSpace> {
+        self.shared().space.files()
+    }
+
     /// Counters and sizes.
     ///
     /// ```
@@ -420,6 +501,7 @@ impl Db {
         let s = self.shared();
         let c = &s.counters;
         let (slabs, segments, segment_bytes) = s.registry.counts();
+        let (record_bytes, live_bytes) = s.space.totals();
         let groups = c.groups.load(Ordering::Relaxed);
         let writes = c.grouped_writes.load(Ordering::Relaxed);
         Stats {
@@ -442,6 +524,11 @@ impl Db {
             slabs_recycled: s.slab_pool.reused(),
             evictions: c.evictions.load(Ordering::Relaxed),
             evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
+            record_bytes,
+            live_bytes,
+            gc_runs: c.gc_runs.load(Ordering::Relaxed),
+            gc_files: c.gc_files.load(Ordering::Relaxed),
+            gc_reclaimed_bytes: c.gc_reclaimed_bytes.load(Ordering::Relaxed),
             io_backend: s.backend,
             wal_direct_io: s.wal_direct.load(Ordering::Relaxed),
             durability: s.config.durability,

@@ -48,7 +48,10 @@ pub(crate) fn start_workers(
                     let span = tracing::info_span!("flush", file_id = id);
                     let _enter = span.enter();
                     match flush_with_retries(&shared, &sealed, &mut bounce) {
-                        Ok(()) => tracing::debug!("segment published"),
+                        Ok(()) => {
+                            tracing::debug!("segment published");
+                            shared.gc_wake.notify_one();
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "flush failed; the store refuses writes until reopened");
                             shared.poison(&e);

@@ -1,23 +1,345 @@
-//! Space reclamation. Cache mode (`Builder::capacity`): when published
-//! segments pass the capacity, the oldest are dropped, FIFO, and their keys
-//! leave the index. (Compaction of dead bytes is a later issue.)
+//! Space reclamation: compaction (rewriting the live records of mostly-dead
+//! segments, [`compact`]) and cache-mode eviction (dropping the oldest
+//! segments past `Builder::capacity`).
 //!
-//! The order makes concurrent writers and readers safe:
+//! Compaction of one segment F:
+//! 1. read F's footer; collect its live records (those the index still
+//!    points at) and the tombstones an older file still needs (an older
+//!    file holds a record with the key's hash);
+//! 2. send them to the writer as `Op::Move`/`Op::MoveTombstone`: it appends
+//!    each one only if no newer write of the key exists, and applies a move
+//!    as a compare-and-swap of the index entry, so a write that races with
+//!    GC always wins;
+//! 3. once the writer acknowledged them, make them durable (`Sync`), check
+//!    that no index entry points into F any more (retrying the stragglers),
+//!    then drop F from the registry and delete it.
+//!
+//! A reader that found a location in F holds the shard lock while it reads
+//! the record (the entry cannot move meanwhile) and an `Arc` of F's mapping
+//! afterwards, so deleting F never fails a read. Recovery applies files in
+//! id order, and moved records always land in a newer file than every
+//! record they supersede, so a crash at any point recovers the same data.
+//!
+//! Eviction (cache mode) does, in this order:
 //! 1. remove each of the segment's index entries that still points into it
 //!    (a compare-and-remove, so a newer write of the key is kept);
 //! 2. remove the segment from the registry (a reader holding its `Arc`, or
 //!    `Bytes` of it, keeps the mapping);
 //! 3. delete the file and fsync the directory.
 //!
-//! A reader that found a location just before step 1 meets a missing file
-//! and reads the key as absent, which it now is.
+//! Compaction is off in cache mode: eviction reclaims space there.
 
 use crate::error::{Error, Result};
 use crate::index::Location;
-use crate::registry::segment_path;
-use crate::segment::{decode_footer, scan_records, Segment};
+use crate::registry::{segment_path, Source};
+use crate::segment::{FooterEntry, Segment};
 use crate::shared::Shared;
+use crate::slab::FILE_HEADER_LEN;
+use crate::space::FileSpace;
 use crate::sync::{lock, Ordering};
+use crate::writer::{Op, Request};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a compaction did.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::builder(dir.path()).slab_size(64 << 10).open().await?;
+/// for i in 0..2000u32 {
+///     db.put(format!("k{}", i % 100), vec![0u8; 100]).await?; // mostly overwrites
+/// }
+/// db.flush().await?;
+/// let report: silt::CompactionReport = db.compact().await?;
+/// assert!(report.files_rewritten > 0 && report.bytes_reclaimed > 0);
+/// assert_eq!(db.get(b"k7").await?.unwrap().len(), 100);
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Default)]
+pub struct CompactionReport {
+    /// Segment files whose live records were rewritten and which were deleted.
+    pub files_rewritten: usize,
+    /// Segments chosen but kept, because a live record could not be moved
+    /// (a value larger than a slab, or one a failed write left behind).
+    pub files_kept: usize,
+    /// Live records copied forward.
+    pub records_moved: u64,
+    /// Tombstones copied forward because an older file still holds their key.
+    pub tombstones_kept: u64,
+    /// Tombstones dropped: no older file holds their key any more.
+    pub tombstones_dropped: u64,
+    /// Bytes of deleted files, less the bytes written to copy records forward.
+    pub bytes_reclaimed: u64,
+    /// Wall time of the compaction.
+    pub duration: Duration,
+}
+
+/// Records sent to the writer per request: small enough that user writes
+/// interleave with GC's.
+const MOVE_CHUNK_BYTES: usize = 1 << 20;
+const MOVE_CHUNK_RECORDS: usize = 1024;
+/// Rounds of moving stragglers (live records a racing write kept in place)
+/// before a segment is left for the next compaction.
+const MOVE_ROUNDS: usize = 3;
+
+/// Compacts every segment for which `pick` says yes, oldest first. One
+/// compaction runs at a time; a no-op in cache mode.
+pub(crate) async fn compact(
+    shared: &Arc<Shared>,
+    tx: &mpsc::Sender<Request>,
+    pick: impl Fn(&FileSpace) -> bool,
+) -> Result<CompactionReport> {
+    let _one_at_a_time = shared.compacting.lock().await;
+    let started = Instant::now();
+    let mut report = CompactionReport::default();
+    if shared.config.capacity.is_some() {
+        return Ok(report);
+    }
+    let span = tracing::info_span!("compact");
+    let candidates: Vec<Arc<Segment>> = shared
+        .space
+        .files()
+        .into_iter()
+        .filter(|f| pick(f))
+        .filter_map(|f| match shared.registry.get(f.file_id) {
+            Some(Source::Segment(seg)) => Some(seg),
+            _ => None,
+        })
+        .collect();
+    for seg in candidates {
+        shared.check_open()?;
+        compact_segment(shared, tx, &seg, &mut report).await?;
+    }
+    report.duration = started.elapsed();
+    let c = &shared.counters;
+    c.gc_runs.fetch_add(1, Ordering::Relaxed);
+    c.gc_files
+        .fetch_add(report.files_rewritten as u64, Ordering::Relaxed);
+    c.gc_reclaimed_bytes
+        .fetch_add(report.bytes_reclaimed, Ordering::Relaxed);
+    span.in_scope(|| {
+        tracing::info!(
+            files = report.files_rewritten,
+            moved = report.records_moved,
+            reclaimed = report.bytes_reclaimed,
+            ms = report.duration.as_secs_f64() * 1e3,
+            "compacted"
+        )
+    });
+    Ok(report)
+}
+
+/// Background GC: after each published segment (and once at open), compact
+/// the segments whose live ratio is under `gc_threshold`. Stops when the
+/// store closes or every handle is gone.
+pub(crate) fn spawn_background(
+    rt: &tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    tx: mpsc::WeakSender<Request>,
+) {
+    let threshold = shared.config.gc_threshold;
+    if threshold <= 0.0 || shared.config.capacity.is_some() {
+        return;
+    }
+    shared.gc_wake.notify_one();
+    rt.spawn(async move {
+        loop {
+            shared.gc_wake.notified().await;
+            if shared.check_open().is_err() {
+                return;
+            }
+            let Some(tx) = tx.upgrade() else { return };
+            if let Err(e) = compact(&shared, &tx, |f| f.live_ratio() < threshold).await {
+                tracing::warn!(error = %e, "background GC stopped early");
+            }
+        }
+    });
+}
+
+async fn ask<T>(
+    tx: &mpsc::Sender<Request>,
+    make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+) -> Result<T> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
+    rx.await.map_err(|_| Error::Closed)?
+}
+
+fn location(id: u32, e: &FooterEntry) -> Location {
+    Location {
+        file_id: id,
+        offset: e.offset,
+    }
+}
+
+fn is_live(shared: &Shared, id: u32, e: &FooterEntry) -> bool {
+    let here = location(id, e);
+    !e.delete
+        && matches!(
+            shared.index.get(e.hash, |l| Ok::<_, Error>(l == here)),
+            Ok(Some(_))
+        )
+}
+
+async fn compact_segment(
+    shared: &Shared,
+    tx: &mpsc::Sender<Request>,
+    seg: &Arc<Segment>,
+    report: &mut CompactionReport,
+) -> Result<()> {
+    let id = seg.file_id();
+    let _span = tracing::debug_span!("compact_segment", file_id = id);
+    let entries = Source::Segment(seg.clone()).entries();
+    let room = shared.config.slab_size - FILE_HEADER_LEN;
+    if entries
+        .iter()
+        .any(|e| e.len as usize > room && is_live(shared, id, e))
+    {
+        // A live value larger than a slab stays where it is.
+        report.files_kept += 1;
+        return Ok(());
+    }
+    let needed = tombstones_needed(shared, id, &entries);
+    let verify = shared.config.verify_checksums;
+    let mut tombstones = Vec::new();
+    for e in entries.iter().filter(|e| e.delete) {
+        if needed.contains(&e.hash) {
+            let rec = shared.registry.record(location(id, e), verify)?;
+            tombstones.push(Op::MoveTombstone(rec.key_bytes()));
+        } else {
+            report.tombstones_dropped += 1;
+        }
+    }
+    let puts: Vec<&FooterEntry> = entries.iter().filter(|e| !e.delete).collect();
+    let mut written = 0u64;
+    let mut round = 0;
+    loop {
+        let live: Vec<&&FooterEntry> = puts.iter().filter(|e| is_live(shared, id, e)).collect();
+        if live.is_empty() && tombstones.is_empty() {
+            break;
+        }
+        if round == MOVE_ROUNDS {
+            tracing::warn!(
+                file_id = id,
+                live = live.len(),
+                tombstones = tombstones.len(),
+                "records still live after moving; keeping the segment"
+            );
+            report.files_kept += 1;
+            return Ok(());
+        }
+        round += 1;
+        let mut ops = std::mem::take(&mut tombstones);
+        for e in live {
+            let rec = shared.registry.record(location(id, e), verify)?;
+            ops.push(Op::Move {
+                key: rec.key_bytes(),
+                value: rec.value_bytes(),
+                from: location(id, e),
+                from_len: e.len,
+            });
+        }
+        let sent: Vec<(bool, u64)> = ops
+            .iter()
+            .map(|op| (op.is_delete(), op.encoded_len() as u64))
+            .collect();
+        let deferred = send_moves(tx, ops).await?;
+        for (delete, len) in sent {
+            written += len;
+            if delete {
+                report.tombstones_kept += 1;
+            } else {
+                report.records_moved += 1;
+            }
+        }
+        for op in deferred {
+            written -= op.encoded_len() as u64;
+            if op.is_delete() {
+                report.tombstones_kept -= 1;
+                // A write of the key was not yet applied: ask again once it is.
+                tombstones.push(op);
+            } else {
+                report.records_moved -= 1;
+            }
+        }
+    }
+    // The moved records must be durable before the only other copy goes.
+    ask(tx, |reply| Request::Sync { reply }).await?;
+    shared.registry.remove(id);
+    shared.space.forget(id);
+    let dir = shared.registry.data_dir();
+    let path = segment_path(dir, id);
+    shared
+        .vfs
+        .remove_file(&path)
+        .map_err(|e| Error::io("delete compacted segment", &path, e))?;
+    shared
+        .vfs
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync data directory", dir, e))?;
+    report.files_rewritten += 1;
+    report.bytes_reclaimed += (seg.len() as u64).saturating_sub(written);
+    Ok(())
+}
+
+/// Sends moves in chunks; each reply means the writer appended or dropped
+/// them and applied every earlier write. Returns the moves it deferred
+/// because a write of their key was not yet applied.
+async fn send_moves(tx: &mpsc::Sender<Request>, moves: Vec<Op>) -> Result<Vec<Op>> {
+    let mut deferred = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    let mut iter = moves.into_iter().peekable();
+    while let Some(op) = iter.next() {
+        bytes += op.encoded_len();
+        chunk.push(op);
+        if bytes >= MOVE_CHUNK_BYTES || chunk.len() >= MOVE_CHUNK_RECORDS || iter.peek().is_none() {
+            let moves = std::mem::take(&mut chunk);
+            bytes = 0;
+            let (deferred_tx, deferred_rx) = oneshot::channel();
+            ask(tx, |reply| Request::Relocate {
+                moves,
+                deferred: deferred_tx,
+                reply,
+            })
+            .await?;
+            deferred.extend(deferred_rx.await.unwrap_or_default());
+        }
+    }
+    Ok(deferred)
+}
+
+/// Hashes of the tombstones in file `id` that must be copied forward: an
+/// older file (segment or slab) holds a put with the same key hash, which
+/// the tombstone still hides. A hash match of a different key only keeps a
+/// tombstone longer than needed.
+fn tombstones_needed(shared: &Shared, id: u32, entries: &[FooterEntry]) -> HashSet<u64> {
+    let deleted: HashSet<u64> = entries
+        .iter()
+        .filter(|e| e.delete)
+        .map(|e| e.hash)
+        .collect();
+    let mut needed = HashSet::new();
+    if deleted.is_empty() {
+        return needed;
+    }
+    for (older, source) in shared.registry.sources() {
+        if older >= id {
+            break;
+        }
+        for e in source.entries() {
+            if !e.delete && deleted.contains(&e.hash) {
+                needed.insert(e.hash);
+            }
+        }
+    }
+    needed
+}
 
 /// Evicts the oldest segments until published segments fit in the
 /// capacity (at open). A no-op without one.
@@ -53,14 +375,10 @@ fn make_room(shared: &Shared, incoming: u64) -> Result<()> {
     }
 }
 
-fn evict(shared: &Shared, segment: &Segment) -> Result<()> {
+fn evict(shared: &Shared, segment: &Arc<Segment>) -> Result<()> {
     let id = segment.file_id();
     let _span = tracing::debug_span!("evict", file_id = id).entered();
-    let image = segment.bytes(0, segment.len()).unwrap_or_default();
-    let entries = match decode_footer(image) {
-        Ok(f) => f.entries,
-        Err(_) => scan_records(image, false).entries,
-    };
+    let entries = Source::Segment(segment.clone()).entries();
     for e in entries.iter().filter(|e| !e.delete) {
         let here = Location {
             file_id: id,
@@ -69,6 +387,7 @@ fn evict(shared: &Shared, segment: &Segment) -> Result<()> {
         shared.index.remove(e.hash, |loc| loc == here);
     }
     shared.registry.remove(id);
+    shared.space.forget(id);
     let dir = shared.registry.data_dir();
     let path = segment_path(dir, id);
     shared

@@ -153,26 +153,30 @@ impl Index {
 
     /// Applies `(hash, location, is_delete)` changes, all of shard `i`, in
     /// order, under one lock, after sizing the table once (recovery).
-    /// `same(old, new)` says whether two locations hold the same key.
+    /// `same(old, new)` says whether two locations hold the same key; the
+    /// locations that were superseded are returned (for space accounting).
     pub fn load_shard(
         &self,
         i: usize,
         changes: &[(u64, Location, bool)],
         mut same: impl FnMut(Location, Location) -> bool,
-    ) {
+    ) -> Vec<Location> {
         let Some(shard) = self.shards.get(i) else {
-            return;
+            return Vec::new();
         };
         let mut table = write(shard);
         table.reserve(changes.len(), |e| table_hash(e.h32));
+        let mut superseded = Vec::new();
         for &(hash, loc, delete) in changes {
             let is_key = |old: Location| same(old, loc);
-            if delete {
-                remove_in(&mut table, hash as u32, is_key);
+            let old = if delete {
+                remove_in(&mut table, hash as u32, is_key)
             } else {
-                upsert_in(&mut table, hash as u32, loc, is_key);
-            }
+                upsert_in(&mut table, hash as u32, loc, is_key)
+            };
+            superseded.extend(old);
         }
+        superseded
     }
 
     /// The location of the key whose hash is `hash`. `is_key(loc)` must say
@@ -215,6 +219,21 @@ impl Index {
         upsert_in(&mut write(&self.shards[shard]), h32, loc, &mut is_key)
     }
 
+    /// Moves the key from `from` to `to` only if it still points at `from`
+    /// (GC's compare-and-swap); returns whether it did.
+    pub fn replace(&self, hash: u64, from: Location, to: Location) -> bool {
+        let (shard, h32) = self.split(hash);
+        let mut table = write(&self.shards[shard]);
+        match table.find_mut(table_hash(h32), |e| e.h32 == h32 && e.location() == from) {
+            Some(e) => {
+                e.file_id = to.file_id;
+                e.offset = to.offset;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes the key; returns where it was.
     pub fn remove(&self, hash: u64, mut is_key: impl FnMut(Location) -> bool) -> Option<Location> {
         let (shard, h32) = self.split(hash);
@@ -226,12 +245,22 @@ impl Index {
         self.shards.iter().map(|s| read(s).len()).sum()
     }
 
-    /// A copy of the locations in shard `i` (for scans).
-    pub fn shard_locations(&self, i: usize) -> Vec<Location> {
-        self.shards
-            .get(i)
-            .map(|s| read(s).iter().map(Entry::location).collect())
-            .unwrap_or_default()
+    /// A copy of the locations in shard `i` (for scans), calling `visit` on
+    /// each location while the shard is still locked: a location seen there is current,
+    /// so its file is still registered (GC and eviction move or remove
+    /// entries before they drop a file) and can be pinned.
+    pub fn shard_locations_with(&self, i: usize, mut visit: impl FnMut(Location)) -> Vec<Location> {
+        let Some(shard) = self.shards.get(i) else {
+            return Vec::new();
+        };
+        let table = read(shard);
+        table
+            .iter()
+            .map(|e| {
+                visit(e.location());
+                e.location()
+            })
+            .collect()
     }
 
     /// Heap bytes held by the tables: buckets × (entry + control byte).
@@ -346,7 +375,7 @@ mod tests {
         let per_key = idx.heap_bytes() as f64 / 100_000.0;
         assert!(per_key < 40.0, "{per_key} bytes per key");
         let total: usize = (0..idx.shard_count())
-            .map(|i| idx.shard_locations(i).len())
+            .map(|i| idx.shard_locations_with(i, |_| {}).len())
             .sum();
         assert_eq!(total, 100_000);
     }
@@ -380,7 +409,7 @@ mod tests {
         }
         assert!(worst <= 24.0, "worst {worst:.1} bytes per key");
         let total: usize = (0..idx.shard_count())
-            .map(|i| idx.shard_locations(i).len())
+            .map(|i| idx.shard_locations_with(i, |_| {}).len())
             .sum();
         assert_eq!(total, 1_000_000);
     }

@@ -60,6 +60,8 @@ mod segment;
 #[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
+mod space;
+#[cfg(not(loom))]
 mod verify;
 #[cfg(not(loom))]
 mod wal;
@@ -74,7 +76,11 @@ pub use builder::{Builder, IO_BACKEND_ENV};
 pub use db::{Db, Stats};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
+pub use gc::CompactionReport;
+#[cfg(not(loom))]
 pub use options::{Durability, IoBackend};
+#[cfg(not(loom))]
+pub use space::FileSpace;
 #[cfg(not(loom))]
 pub use verify::{verify, Problem, VerifyReport};
 /// Entry points into crate-private code for the cargo-fuzz targets in

@@ -167,16 +167,17 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
 /// shard first (keeping file order within each shard, which is all that
 /// "newest wins" needs), then each shard is sized once and filled while its
 /// table is cache-resident, with the shards split over up to 4 threads.
+/// Then each file's live bytes are set: its puts, less those superseded.
 fn rebuild_index(shared: &Shared, per_file: Vec<(u32, Vec<FooterEntry>)>) -> u64 {
     let index = &shared.index;
     let shards = index.shard_count();
     let mut by_shard: Vec<Vec<(u64, Location, bool)>> = vec![Vec::new(); shards];
     let mut records = 0u64;
-    for (file_id, entries) in per_file {
+    for (file_id, entries) in &per_file {
         records += entries.len() as u64;
         for e in entries {
             let loc = Location {
-                file_id,
+                file_id: *file_id,
                 offset: e.offset,
             };
             by_shard[index.shard_of(e.hash)].push((e.hash, loc, e.delete));
@@ -194,16 +195,50 @@ fn rebuild_index(shared: &Shared, per_file: Vec<(u32, Vec<FooterEntry>)>) -> u64
         (Ok(a), Ok(b)) => a.key() == b.key(),
         _ => false,
     };
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            scope.spawn(move || {
-                for i in (t..shards).step_by(threads) {
-                    index.load_shard(i, &by_shard[i], same);
-                }
-            });
-        }
+    let superseded: Vec<Location> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..shards)
+                        .step_by(threads)
+                        .flat_map(|i| index.load_shard(i, &by_shard[i], same))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
     });
+    account_space(shared, &per_file, &superseded);
     records
+}
+
+/// Sets each file's record and live bytes: every record counts as written,
+/// every put as live unless a later record of its key superseded it.
+fn account_space(shared: &Shared, per_file: &[(u32, Vec<FooterEntry>)], superseded: &[Location]) {
+    let mut dead: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for loc in superseded {
+        let Ok(i) = per_file.binary_search_by_key(&loc.file_id, |(id, _)| *id) else {
+            continue;
+        };
+        let entries = &per_file[i].1;
+        // Footer and scan entries are in offset order.
+        if let Ok(j) = entries.binary_search_by_key(&loc.offset, |e| e.offset) {
+            *dead.entry(loc.file_id).or_default() += u64::from(entries[j].len);
+        }
+    }
+    for (id, entries) in per_file {
+        let written: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+        let puts: u64 = entries
+            .iter()
+            .filter(|e| !e.delete)
+            .map(|e| u64::from(e.len))
+            .sum();
+        let live = puts.saturating_sub(dead.get(id).copied().unwrap_or(0));
+        shared.space.set(*id, written, live);
+    }
 }
 
 fn remove_empty(shared: &Shared, path: &Path) -> Result<()> {

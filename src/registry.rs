@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::index::Location;
 use crate::record::{self, Header, HEADER_LEN};
-use crate::segment::Segment;
+use crate::segment::{decode_footer, scan_records, FooterEntry, Segment};
 use crate::slab::Slab;
 use crate::sync::{read, write, Arc, RwLock};
 use bytes::Bytes;
@@ -25,6 +25,23 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// The file's records (hash, offset, length, tombstone): a segment's
+    /// footer (or, if that is damaged, a header scan), a slab's published
+    /// records.
+    pub fn entries(&self) -> Vec<FooterEntry> {
+        let image = match self {
+            Source::Slab(s) => s.bytes(0, s.published()),
+            Source::Segment(s) => s.bytes(0, s.len()),
+        }
+        .unwrap_or_default();
+        if let Source::Segment(_) = self {
+            if let Ok(f) = decode_footer(image) {
+                return f.entries;
+            }
+        }
+        scan_records(image, false).entries
+    }
+
     fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
         match self {
             Source::Slab(s) => s.bytes(off, len),
@@ -130,6 +147,16 @@ impl Registry {
         read(&self.files).get(&file_id).cloned()
     }
 
+    /// Every loaded file, by id.
+    pub fn sources(&self) -> Vec<(u32, Source)> {
+        let mut all: Vec<_> = read(&self.files)
+            .iter()
+            .map(|(&id, s)| (id, s.clone()))
+            .collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
+    }
+
     /// Whether `file_id` is loaded.
     pub fn contains(&self, file_id: u32) -> bool {
         read(&self.files).contains_key(&file_id)
@@ -183,6 +210,12 @@ impl Registry {
                 "index points at a file that is not loaded",
             )
         })?;
+        self.record_in(&source, loc, verify)
+    }
+
+    /// The record at `loc` in `source` (pinned by the caller).
+    pub fn record_in(&self, source: &Source, loc: Location, verify: bool) -> Result<RecordRef> {
+        let source = source.clone();
         let off = loc.offset as usize;
         let fail =
             |what: &str| Error::corruption(self.path_of(&source, loc.file_id), off as u64, what);

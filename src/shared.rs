@@ -24,6 +24,8 @@ pub(crate) struct Config {
     pub verify_checksums: bool,
     /// Cache mode: evict the oldest segments past this many bytes.
     pub capacity: Option<u64>,
+    /// Background GC rewrites segments whose live ratio is under this.
+    pub gc_threshold: f64,
 }
 
 /// Monotonic counters behind `Db::stats`.
@@ -37,6 +39,9 @@ pub(crate) struct Counters {
     pub flush_retries: AtomicU64,
     pub evictions: AtomicU64,
     pub evicted_bytes: AtomicU64,
+    pub gc_runs: AtomicU64,
+    pub gc_files: AtomicU64,
+    pub gc_reclaimed_bytes: AtomicU64,
 }
 
 /// See the module docs.
@@ -51,6 +56,12 @@ pub(crate) struct Shared {
     /// Buffers of flushed slabs, for the next ones.
     pub slab_pool: Arc<crate::slab::SlabPool>,
     pub counters: Counters,
+    /// Record and live bytes per data file.
+    pub space: crate::space::SpaceMap,
+    /// Poked when a segment is published: background GC looks for work.
+    pub gc_wake: Notify,
+    /// Held by the one compaction that may run at a time.
+    pub compacting: tokio::sync::Mutex<()>,
     /// Whether the file system accepted O_DIRECT for WAL writes.
     pub wal_direct: Arc<AtomicBool>,
     /// Set once `close` ran (or the writer stopped): calls return `Closed`.
@@ -84,6 +95,9 @@ impl Shared {
             // the previous one's buffer back from its flush.
             slab_pool: Arc::new(crate::slab::SlabPool::new(2)),
             counters: Counters::default(),
+            space: Default::default(),
+            gc_wake: Notify::new(),
+            compacting: tokio::sync::Mutex::new(()),
             wal_direct: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),

@@ -15,9 +15,11 @@ use crate::record::{self, key_hash, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT}
 use crate::registry::Source;
 use crate::shared::Shared;
 use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
+use crate::space::SpaceDelta;
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError};
 use bytes::Bytes;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -29,19 +31,37 @@ const MAX_GROUP: usize = 1024;
 pub(crate) enum Op {
     Put(Bytes, Bytes),
     Delete(Bytes),
+    /// GC: the live record at `from` (`from_len` bytes) copied forward. It
+    /// takes effect only if the key still points at `from` when it is
+    /// applied, so it never hides a newer write.
+    Move {
+        key: Bytes,
+        value: Bytes,
+        from: Location,
+        from_len: u32,
+    },
+    /// GC: a tombstone that an older file still needs, copied forward.
+    MoveTombstone(Bytes),
 }
 
 impl Op {
     pub fn key(&self) -> &Bytes {
         match self {
-            Op::Put(k, _) | Op::Delete(k) => k,
+            Op::Put(k, _) | Op::Delete(k) | Op::MoveTombstone(k) => k,
+            Op::Move { key, .. } => key,
         }
     }
-    pub fn encoded_len(&self) -> usize {
+    pub fn value(&self) -> &[u8] {
         match self {
-            Op::Put(k, v) => record::encoded_len(k.len(), v.len()),
-            Op::Delete(k) => record::encoded_len(k.len(), 0),
+            Op::Put(_, v) | Op::Move { value: v, .. } => v,
+            Op::Delete(_) | Op::MoveTombstone(_) => &[],
         }
+    }
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Op::Delete(_) | Op::MoveTombstone(_))
+    }
+    pub fn encoded_len(&self) -> usize {
+        record::encoded_len(self.key().len(), self.value().len())
     }
 }
 
@@ -59,6 +79,26 @@ pub(crate) enum Request {
     Flush { reply: oneshot::Sender<Result<u32>> },
     /// Drain, flush, stop.
     Close { reply: oneshot::Sender<Result<()>> },
+    /// GC: append these `Op::Move` / `Op::MoveTombstone` records, each on
+    /// its own, dropping those a newer write made unnecessary and handing
+    /// back at once (`deferred`) those whose key has a write not yet
+    /// applied; reply once the appended ones and every earlier write are
+    /// applied (not necessarily fsync'ed: GC calls `Sync` before deleting
+    /// anything).
+    Relocate {
+        moves: Vec<Op>,
+        deferred: oneshot::Sender<Vec<Op>>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// How an applied record changes the index.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Put,
+    Delete,
+    Move { from: Location, from_len: u32 },
+    Tombstone,
 }
 
 /// A durable-on-completion index change.
@@ -66,7 +106,8 @@ pub(crate) enum Request {
 struct Update {
     key: Bytes,
     loc: Location,
-    delete: bool,
+    len: u32,
+    change: Change,
 }
 
 #[derive(Debug, Default)]
@@ -77,7 +118,7 @@ struct Group {
 
 impl Group {
     fn is_empty(&self) -> bool {
-        self.waiters.is_empty()
+        self.waiters.is_empty() && self.updates.is_empty()
     }
 }
 
@@ -291,15 +332,36 @@ impl Writer {
 
     fn apply(&mut self, group: Group) {
         let shared = &*self.shared;
+        let mut space = SpaceDelta::default();
         for u in &group.updates {
             let hash = key_hash(&u.key);
-            let same = |old: Location| shared.registry.key_is(old, &u.key).unwrap_or(false);
-            if u.delete {
-                shared.index.remove(hash, same);
-            } else {
-                shared.index.insert(hash, u.loc, same);
+            let file = u.loc.file_id;
+            let len = u64::from(u.len);
+            // The old record is read anyway to compare keys: note its length.
+            let mut old_len = 0;
+            let same = |old: Location| match shared.registry.record(old, false) {
+                Ok(r) if r.key() == &u.key[..] => {
+                    old_len = r.header.record_len() as u64;
+                    true
+                }
+                _ => false,
+            };
+            let (replaced, live) = match u.change {
+                Change::Put => (shared.index.insert(hash, u.loc, same), true),
+                Change::Delete => (shared.index.remove(hash, same), false),
+                Change::Move { from, from_len } => {
+                    old_len = u64::from(from_len);
+                    let moved = shared.index.replace(hash, from, u.loc);
+                    (moved.then_some(from), moved)
+                }
+                Change::Tombstone => (None, false),
+            };
+            if let Some(old) = replaced {
+                space.died(old.file_id, old_len);
             }
+            space.written(file, len, live);
         }
+        shared.space.apply(space);
         let n = group.waiters.len() as u64;
         let c = &shared.counters;
         c.groups.fetch_add(1, Ordering::Relaxed);
@@ -336,6 +398,83 @@ impl Writer {
                 // Handled by `run`; unreachable through it.
                 let _ = reply.send(Err(Error::Closed));
             }
+            Request::Relocate {
+                moves,
+                deferred,
+                reply,
+            } => self.relocate(moves, deferred, reply).await,
+        }
+    }
+
+    /// Appends GC's moves that are still needed, each as its own atomic
+    /// write. A move whose key has a write not yet applied is deferred (that
+    /// write may still fail); one whose key no longer points at the moved
+    /// record, or (a tombstone) has a value again, is dropped. GC checks
+    /// afterwards that nothing live is left in the file before deleting it.
+    async fn relocate(
+        &mut self,
+        moves: Vec<Op>,
+        deferred: oneshot::Sender<Vec<Op>>,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
+        if let Err(e) = self.shared.check_poisoned() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let inflight = self.inflight.iter().flat_map(|i| &i.group.updates);
+        let busy: HashSet<u64> = self
+            .pending
+            .updates
+            .iter()
+            .chain(inflight)
+            .map(|u| key_hash(&u.key))
+            .collect();
+        let mut later = Vec::new();
+        let mut appended = 0;
+        for op in moves {
+            if busy.contains(&key_hash(op.key())) {
+                later.push(op);
+                continue;
+            }
+            if !self.move_needed(&op) {
+                continue;
+            }
+            match self.append(std::slice::from_ref(&op)).await {
+                Ok(updates) => {
+                    self.pending.updates.extend(updates);
+                    appended += 1;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = deferred.send(later);
+        if appended == 0 && self.pending.is_empty() && self.inflight.is_none() {
+            let _ = reply.send(Ok(()));
+        } else {
+            // Acknowledged with the pending group: after it, and every
+            // write before it, is applied.
+            self.pending.waiters.push(reply);
+        }
+    }
+
+    fn move_needed(&self, op: &Op) -> bool {
+        let shared = &self.shared;
+        let hash = key_hash(op.key());
+        match op {
+            Op::Move { from, .. } => matches!(
+                shared.index.get(hash, |l| Ok::<_, Error>(l == *from)),
+                Ok(Some(_))
+            ),
+            // A read error keeps the tombstone: dropping one wrongly could
+            // bring a deleted key back.
+            Op::MoveTombstone(key) => !matches!(
+                shared.index.get(hash, |l| shared.registry.key_is(l, key)),
+                Ok(Some(_))
+            ),
+            Op::Put(..) | Op::Delete(_) => true,
         }
     }
 
@@ -382,20 +521,32 @@ impl Writer {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            let (off, delete) = match op {
-                Op::Put(k, v) => (active.append(flags | FLAG_PUT, seq, k, v), false),
-                Op::Delete(k) => (active.append(flags | FLAG_DELETE, seq, k, &[]), true),
+            let kind = if op.is_delete() {
+                FLAG_DELETE
+            } else {
+                FLAG_PUT
             };
+            let off = active.append(flags | kind, seq, op.key(), op.value());
             // Room for the whole write was checked above.
             let off =
                 off.ok_or_else(|| Error::InvalidArgument("write does not fit in a slab".into()))?;
+            let change = match op {
+                Op::Put(..) => Change::Put,
+                Op::Delete(_) => Change::Delete,
+                Op::Move { from, from_len, .. } => Change::Move {
+                    from: *from,
+                    from_len: *from_len,
+                },
+                Op::MoveTombstone(_) => Change::Tombstone,
+            };
             updates.push(Update {
                 key: op.key().clone(),
                 loc: Location {
                     file_id,
                     offset: off as u32,
                 },
-                delete,
+                len: op.encoded_len() as u32,
+                change,
             });
         }
         Ok(updates)
@@ -528,6 +679,7 @@ impl Writer {
         self.wal = None;
         self.flush_tx = None;
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.gc_wake.notify_one();
         sealed.and(flushed)
     }
 }
