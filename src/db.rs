@@ -187,9 +187,19 @@ impl Db {
             }
             total = total.saturating_add(op.encoded_len());
         }
-        if total > room {
+        // A lone put larger than a slab gets a file of its own; a batch must
+        // fit in one slab to stay atomic.
+        let xl = matches!(&ops[..], [Op::Put(..)]);
+        if total > room && xl && total > u32::MAX as usize {
             return Err(Error::InvalidArgument(format!(
-                "the write needs {total} bytes but a slab holds {room}; raise slab_size (values larger than a slab are not supported yet)"
+                "the record needs {total} bytes (key + value + {} bytes of header); the limit is {}",
+                crate::record::HEADER_LEN,
+                u32::MAX
+            )));
+        }
+        if total > room && !xl {
+            return Err(Error::InvalidArgument(format!(
+                "the batch needs {total} bytes but a slab holds {room}; raise slab_size, or put values larger than a slab on their own"
             )));
         }
         if ops.is_empty() {

@@ -67,6 +67,8 @@ mod verify;
 mod wal;
 #[cfg(not(loom))]
 mod writer;
+#[cfg(not(loom))]
+mod xl;
 
 #[cfg(not(loom))]
 pub use batch::WriteBatch;

@@ -80,18 +80,35 @@ pub(crate) fn encoded_len(key_len: usize, val_len: usize) -> usize {
 /// Writes a record into `out` (exactly `encoded_len` bytes long).
 pub(crate) fn encode_into(out: &mut [u8], flags: u8, seq: u64, key: &[u8], value: &[u8]) {
     debug_assert_eq!(out.len(), encoded_len(key.len(), value.len()));
-    debug_assert!(key.len() <= MAX_KEY_LEN && value.len() <= u32::MAX as usize);
     let (head, body) = out.split_at_mut(HEADER_LEN);
+    let (k, v) = body.split_at_mut(key.len());
+    k.copy_from_slice(key);
+    v.copy_from_slice(value);
+    fill_head(head, flags, seq, key, value);
+}
+
+/// The header and key of a record whose value is written separately (a
+/// value larger than a slab goes to disk straight from the caller's bytes).
+pub(crate) fn encode_head(flags: u8, seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN + key.len()];
+    let (head, k) = out.split_at_mut(HEADER_LEN);
+    k.copy_from_slice(key);
+    fill_head(head, flags, seq, key, value);
+    out
+}
+
+/// Fills the fixed header, CRC last (over the rest of the header, the key
+/// and the value).
+fn fill_head(head: &mut [u8], flags: u8, seq: u64, key: &[u8], value: &[u8]) {
+    debug_assert!(key.len() <= MAX_KEY_LEN && value.len() <= u32::MAX as usize);
     head[4] = flags;
     head[5..7].copy_from_slice(&(key.len() as u16).to_le_bytes());
     head[7..11].copy_from_slice(&(value.len() as u32).to_le_bytes());
     head[11..19].copy_from_slice(&seq.to_le_bytes());
-    let (k, v) = body.split_at_mut(key.len());
-    k.copy_from_slice(key);
-    v.copy_from_slice(value);
     let mut h = crc32fast::Hasher::new();
-    h.update(&head[4..]);
-    h.update(body);
+    h.update(&head[4..HEADER_LEN]);
+    h.update(key);
+    h.update(value);
     head[0..4].copy_from_slice(&h.finalize().to_le_bytes());
 }
 

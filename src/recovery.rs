@@ -46,6 +46,13 @@ fn list(data_dir: &Path) -> Result<BTreeMap<u32, Vec<(Kind, PathBuf)>>> {
         let path = entry.path();
         match entry.file_name().to_str().and_then(parse_name) {
             Some((id, kind)) => files.entry(id).or_default().push((kind, path)),
+            // An XL value file that was never published: its put was never
+            // acknowledged.
+            None if path.extension().is_some_and(|e| e == "tmp") => {
+                tracing::warn!(path = %path.display(), "removing an unpublished XL value file");
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io("remove unpublished XL value file", &path, e))?;
+            }
             None => {
                 tracing::warn!(path = %path.display(), "ignoring unknown file in the data directory")
             }

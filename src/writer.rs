@@ -18,6 +18,7 @@ use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::space::SpaceDelta;
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError};
+use crate::xl::write_xl_segment;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -379,6 +380,13 @@ impl Writer {
                     let _ = reply.send(Err(e));
                     return;
                 }
+                if let [Op::Put(key, value)] = &ops[..] {
+                    if ops[0].encoded_len() > self.shared.config.slab_size - FILE_HEADER_LEN {
+                        let res = self.put_xl(key.clone(), value.clone()).await;
+                        let _ = reply.send(res);
+                        return;
+                    }
+                }
                 match self.append(&ops).await {
                     Ok(updates) => {
                         self.pending.updates.extend(updates);
@@ -404,6 +412,49 @@ impl Writer {
                 reply,
             } => self.relocate(moves, deferred, reply).await,
         }
+    }
+
+    /// A put too large for a slab: its own segment file (see `xl.rs`). Every
+    /// earlier write is made durable and sealed first and later ones wait,
+    /// so file ids keep the order of writes. Other writes stall meanwhile
+    /// (about a second per GiB here).
+    async fn put_xl(&mut self, key: Bytes, value: Bytes) -> Result<()> {
+        self.seal_all().await?;
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let shared = self.shared.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("xl_put", file_id = id, bytes = value.len()).entered();
+            let dir = shared.registry.data_dir();
+            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, seq, &key, &value)?;
+            let size = segment.len() as u64;
+            crate::gc::publish_within_capacity(&shared, size, || {
+                shared
+                    .registry
+                    .insert(id, Source::Segment(Arc::new(segment)));
+                Ok(())
+            })?;
+            Ok::<_, Error>((key, len))
+        })
+        .await
+        .map_err(|_| Error::Closed)??;
+        let (key, len) = written;
+        let loc = Location {
+            file_id: id,
+            offset: FILE_HEADER_LEN as u32,
+        };
+        self.apply(Group {
+            updates: vec![Update {
+                key,
+                loc,
+                len,
+                change: Change::Put,
+            }],
+            waiters: Vec::new(),
+        });
+        Ok(())
     }
 
     /// Appends GC's moves that are still needed, each as its own atomic
@@ -485,7 +536,7 @@ impl Writer {
         let room = self.shared.config.slab_size - FILE_HEADER_LEN;
         if total > room {
             return Err(Error::InvalidArgument(format!(
-                "the write needs {total} bytes but a slab holds {room} (values larger than a slab are not supported yet)"
+                "the write needs {total} bytes but a slab holds {room}"
             )));
         }
         if self.active.as_ref().is_some_and(|w| w.remaining() < total) {

@@ -1,7 +1,7 @@
-//! Model test: random put / delete / batch / get / flush / close-and-reopen /
-//! crash-and-reopen against a BTreeMap, with a 64 KiB slab so rotation and
-//! flushing happen constantly. The store and the model must agree after
-//! every step.
+//! Model test: random put (some larger than a slab) / delete / batch / get /
+//! flush / compact / close-and-reopen / crash-and-reopen against a BTreeMap,
+//! with a 64 KiB slab so rotation, flushing and background GC happen
+//! constantly. The store and the model must agree after every step.
 
 mod common;
 
@@ -19,6 +19,8 @@ enum Op {
     Batch(Vec<(u8, Option<usize>)>),
     Get(u8),
     Flush,
+    /// `Db::compact` (background GC also runs, at its default threshold).
+    Compact,
     Reopen,
     /// Drop the runtime under the open store (a process crash).
     Crash,
@@ -31,10 +33,13 @@ fn op() -> impl Strategy<Value = Op> {
     let len = prop_oneof![0usize..64, 64usize..6000];
     prop_oneof![
         8 => (key.clone(), len.clone()).prop_map(|(k, l)| Op::Put(k, l)),
+        // Larger than the 64 KiB slab: an XL value file.
+        1 => (key.clone(), 65_000usize..150_000).prop_map(|(k, l)| Op::Put(k, l)),
         3 => key.clone().prop_map(Op::Delete),
         2 => prop::collection::vec((key.clone(), prop::option::weighted(0.7, len)), 1..6).prop_map(Op::Batch),
         4 => key.prop_map(Op::Get),
         1 => Just(Op::Flush),
+        2 => Just(Op::Compact),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
     ]
@@ -110,6 +115,10 @@ fn run(ops: Vec<Op>, durability: Durability) {
             }
             Op::Flush => {
                 rt.block_on(db.flush()).unwrap();
+                rt.block_on(assert_same(&db, &model, &when));
+            }
+            Op::Compact => {
+                rt.block_on(db.compact()).unwrap();
                 rt.block_on(assert_same(&db, &model, &when));
             }
             Op::Reopen => {

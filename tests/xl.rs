@@ -1,0 +1,197 @@
+//! Values larger than a slab ("XL"): their own file, read back zero-copy,
+//! ordered with the writes around them, reclaimed by GC, recovered after a
+//! crash, and never half-published.
+
+mod common;
+
+use bytes::Bytes;
+use common::{crash_after, data_files, open_after_crash, small};
+use silt::{Db, Fault, FaultInjector, FaultPlan, OpKind, WriteBatch};
+
+/// A value whose every 4 KiB page names its own position, so a misplaced
+/// or shifted chunk is caught.
+fn big_value(len: usize, salt: u8) -> Bytes {
+    let mut v = vec![salt; len];
+    for (i, page) in v.chunks_mut(4096).enumerate() {
+        let tag = (i as u64).to_le_bytes();
+        let n = tag.len().min(page.len());
+        page[..n].copy_from_slice(&tag[..n]);
+    }
+    Bytes::from(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xl_values_keep_write_order_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = small(dir.path()).gc_threshold(0.0);
+    let db = builder.clone().open().await.unwrap();
+    let xl = big_value(200 * 1024 + 123, 1); // three 64 KiB slabs and a bit
+    db.put("a", "small-before").await.unwrap();
+    db.put("a", xl.clone()).await.unwrap();
+    assert_eq!(db.get(b"a").await.unwrap().unwrap(), xl);
+    db.put("b", xl.clone()).await.unwrap();
+    db.put("b", "small-after").await.unwrap();
+    db.put("c", big_value(1 << 20, 2)).await.unwrap();
+    db.delete("c").await.unwrap();
+    db.put("d", big_value(300_000, 3)).await.unwrap();
+    assert_eq!(db.get(b"b").await.unwrap().unwrap(), "small-after");
+    assert_eq!(db.get(b"c").await.unwrap(), None);
+    let st = db.stats();
+    assert_eq!(st.keys, 3);
+    db.close().await.unwrap();
+
+    let db = builder.open().await.unwrap();
+    assert_eq!(db.get(b"a").await.unwrap().unwrap(), xl);
+    assert_eq!(db.get(b"b").await.unwrap().unwrap(), "small-after");
+    assert_eq!(db.get(b"c").await.unwrap(), None);
+    assert_eq!(db.get(b"d").await.unwrap().unwrap(), big_value(300_000, 3));
+    assert_eq!(db.stats().keys, 3);
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_reclaims_dead_xl_files_and_keeps_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = small(dir.path()).gc_threshold(0.0).open().await.unwrap();
+    let keep = big_value(500_000, 4);
+    db.put("keep", keep.clone()).await.unwrap();
+    for i in 0..4u8 {
+        db.put("churn", big_value(400_000, i)).await.unwrap();
+    }
+    db.flush().await.unwrap();
+    let before: u64 = data_files(dir.path(), "silt")
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    let report = db.compact().await.unwrap();
+    assert!(report.files_rewritten >= 3, "{report:?}");
+    assert!(report.bytes_reclaimed >= 3 * 400_000, "{report:?}");
+    let after: u64 = data_files(dir.path(), "silt")
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert!(after + 3 * 400_000 <= before, "{before} -> {after}");
+    assert_eq!(db.get(b"keep").await.unwrap().unwrap(), keep);
+    assert_eq!(
+        db.get(b"churn").await.unwrap().unwrap(),
+        big_value(400_000, 3)
+    );
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn batches_must_fit_in_a_slab() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = small(dir.path()).open().await.unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put("x", big_value(100_000, 0));
+    batch.put("y", "1");
+    match db.write(batch).await {
+        Err(silt::Error::InvalidArgument(msg)) => assert!(msg.contains("on their own"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(db.get(b"y").await.unwrap(), None);
+    db.close().await.unwrap();
+}
+
+/// A failed fdatasync of the XL file: the caller gets the error, no file
+/// (published or temporary) is left, the store keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_xl_write_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = small(dir.path())
+        .durability(silt::Durability::None)
+        .fault_injector(inj.clone())
+        .open()
+        .await
+        .unwrap();
+    // The XL file's fdatasync is the first of the store (no WAL, no slab).
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::Sync,
+        nth: 1,
+        fault: Fault::Eio,
+        persistent: false,
+    }));
+    let err = db.put("big", big_value(150_000, 5)).await.unwrap_err();
+    assert!(matches!(err, silt::Error::Io { .. }), "{err}");
+    assert_eq!(db.get(b"big").await.unwrap(), None);
+    assert!(data_files(dir.path(), "tmp").is_empty());
+    inj.set_plan(None);
+    db.put("small", "1").await.unwrap();
+    db.put("big", big_value(150_000, 6)).await.unwrap();
+    assert_eq!(
+        db.get(b"big").await.unwrap().unwrap(),
+        big_value(150_000, 6)
+    );
+    db.close().await.unwrap();
+    let db = small(dir.path()).open().await.unwrap();
+    assert_eq!(db.get(b"small").await.unwrap().unwrap(), "1");
+    assert_eq!(
+        db.get(b"big").await.unwrap().unwrap(),
+        big_value(150_000, 6)
+    );
+    db.close().await.unwrap();
+}
+
+/// A crash while XL puts are being written: each acknowledged one is back,
+/// leftover temporary files are removed at open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_xl_writes_recovers_acknowledged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = small(dir.path());
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = acked.clone();
+    crash_after(builder.clone(), move |db| async move {
+        let writer = {
+            let (db, log) = (db.clone(), log.clone());
+            tokio::spawn(async move {
+                for i in 0..50u8 {
+                    db.put(vec![b'x', i], big_value(300_000, i)).await.unwrap();
+                    log.lock().unwrap().push(i);
+                }
+            })
+        };
+        while log.lock().unwrap().len() < 5 {
+            tokio::task::yield_now().await;
+        }
+        drop(writer);
+    });
+    // A leftover of an XL write that never finished.
+    std::fs::write(dir.path().join("data/99999999.tmp"), b"partial").unwrap();
+    let db = open_after_crash(builder).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 5);
+    for &i in &acked {
+        assert_eq!(
+            db.get(&[b'x', i]).await.unwrap().unwrap(),
+            big_value(300_000, i)
+        );
+    }
+    assert!(data_files(dir.path(), "tmp").is_empty());
+    db.close().await.unwrap();
+}
+
+/// DESIGN: values up to at least 1 GiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gibibyte_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .slab_size(4 << 20)
+        .open()
+        .await
+        .unwrap();
+    let v = big_value(1 << 30, 7);
+    db.put("huge", v.clone()).await.unwrap();
+    db.put("after", "small").await.unwrap();
+    let got = db.get(b"huge").await.unwrap().unwrap();
+    assert!(got == v);
+    drop(got);
+    db.close().await.unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    let got = db.get(b"huge").await.unwrap().unwrap();
+    assert_eq!(got.len(), 1 << 30);
+    assert!(got == v);
+    assert_eq!(db.get(b"after").await.unwrap().unwrap(), "small");
+    db.close().await.unwrap();
+}
