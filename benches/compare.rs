@@ -8,129 +8,15 @@
 //! disk, default a temp dir).
 
 mod bench_env;
+mod peers;
 mod workloads;
 
-use redb::ReadableDatabase;
+use peers::{Kind, Peer};
 use silt::{Db, Durability};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use workloads::{disk_bytes, key, percentiles, value};
-
-/// A peer's blocking API.
-trait Peer: Send + Sync + 'static {
-    fn put(&self, k: &[u8], v: &[u8], sync: bool);
-    fn get(&self, k: &[u8]) -> Option<usize>;
-    /// Make everything written durable.
-    fn sync(&self);
-}
-
-struct Fjall {
-    db: fjall::Database,
-    ks: fjall::Keyspace,
-}
-
-impl Peer for Fjall {
-    fn put(&self, k: &[u8], v: &[u8], sync: bool) {
-        self.ks.insert(k, v).expect("fjall insert");
-        if sync {
-            self.db
-                .persist(fjall::PersistMode::SyncData)
-                .expect("fjall persist");
-        }
-    }
-    fn get(&self, k: &[u8]) -> Option<usize> {
-        self.ks.get(k).expect("fjall get").map(|v| v.len())
-    }
-    fn sync(&self) {
-        self.db
-            .persist(fjall::PersistMode::SyncAll)
-            .expect("fjall persist");
-    }
-}
-
-const REDB_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv");
-
-struct Redb {
-    db: redb::Database,
-}
-
-impl Peer for Redb {
-    fn put(&self, k: &[u8], v: &[u8], sync: bool) {
-        let mut txn = self.db.begin_write().expect("redb begin");
-        let d = if sync {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
-        };
-        txn.set_durability(d).expect("redb durability");
-        {
-            let mut t = txn.open_table(REDB_TABLE).expect("redb table");
-            t.insert(k, v).expect("redb insert");
-        }
-        txn.commit().expect("redb commit");
-    }
-    fn get(&self, k: &[u8]) -> Option<usize> {
-        let txn = self.db.begin_read().expect("redb read");
-        let t = txn.open_table(REDB_TABLE).ok()?;
-        t.get(k).expect("redb get").map(|g| g.value().len())
-    }
-    fn sync(&self) {
-        let mut txn = self.db.begin_write().expect("redb begin");
-        txn.set_durability(redb::Durability::Immediate)
-            .expect("redb durability");
-        txn.commit().expect("redb commit");
-    }
-}
-
-struct Sled {
-    db: sled::Db,
-}
-
-impl Peer for Sled {
-    fn put(&self, k: &[u8], v: &[u8], sync: bool) {
-        self.db.insert(k, v).expect("sled insert");
-        if sync {
-            self.db.flush().expect("sled flush");
-        }
-    }
-    fn get(&self, k: &[u8]) -> Option<usize> {
-        self.db.get(k).expect("sled get").map(|v| v.len())
-    }
-    fn sync(&self) {
-        self.db.flush().expect("sled flush");
-    }
-}
-
-#[cfg(feature = "rocksdb")]
-struct Rocks {
-    db: rocksdb::DB,
-}
-
-#[cfg(feature = "rocksdb")]
-impl Peer for Rocks {
-    fn put(&self, k: &[u8], v: &[u8], sync: bool) {
-        let mut o = rocksdb::WriteOptions::default();
-        o.set_sync(sync);
-        self.db.put_opt(k, v, &o).expect("rocksdb put");
-    }
-    fn get(&self, k: &[u8]) -> Option<usize> {
-        self.db.get_pinned(k).expect("rocksdb get").map(|v| v.len())
-    }
-    fn sync(&self) {
-        self.db.flush_wal(true).expect("rocksdb flush_wal");
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Silt,
-    Fjall,
-    Redb,
-    Sled,
-    #[cfg(feature = "rocksdb")]
-    Rocks,
-}
 
 /// One open store: silt natively, a peer behind spawn_blocking.
 #[derive(Clone)]
@@ -150,36 +36,9 @@ async fn open(kind: Kind, path: &Path, d: Durability) -> Store {
         );
     }
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Store {
-        std::fs::create_dir_all(&path).expect("mkdir");
-        let peer: Arc<dyn Peer> = match kind {
-            Kind::Fjall => {
-                let db = fjall::Database::builder(&path).open().expect("fjall open");
-                let ks = db
-                    .keyspace("kv", fjall::KeyspaceCreateOptions::default)
-                    .expect("fjall keyspace");
-                Arc::new(Fjall { db, ks })
-            }
-            Kind::Redb => Arc::new(Redb {
-                db: redb::Database::create(path.join("db.redb")).expect("redb open"),
-            }),
-            Kind::Sled => Arc::new(Sled {
-                db: sled::open(&path).expect("sled open"),
-            }),
-            #[cfg(feature = "rocksdb")]
-            Kind::Rocks => {
-                let mut o = rocksdb::Options::default();
-                o.create_if_missing(true);
-                Arc::new(Rocks {
-                    db: rocksdb::DB::open(&o, &path).expect("rocksdb open"),
-                })
-            }
-            Kind::Silt => unreachable!("handled above"),
-        };
-        Store::Peer(peer)
-    })
-    .await
-    .expect("open task")
+    tokio::task::spawn_blocking(move || Store::Peer(peers::open_peer(kind, &path)))
+        .await
+        .expect("open task")
 }
 
 impl Store {

@@ -447,7 +447,11 @@ impl Db {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
-    /// let db = silt::Db::builder(dir.path()).slab_size(64 << 10).open().await?;
+    /// let db = silt::Db::builder(dir.path())
+    ///     .slab_size(64 << 10)
+    ///     .gc_threshold(0.0) // no background GC: compact() finds all the garbage
+    ///     .open()
+    ///     .await?;
     /// for i in 0..1000u32 {
     ///     db.put(i.to_be_bytes().to_vec(), vec![1u8; 100]).await?;
     /// }

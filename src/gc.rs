@@ -48,7 +48,11 @@ use tokio::sync::{mpsc, oneshot};
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// # let dir = tempfile::tempdir().unwrap();
-/// let db = silt::Db::builder(dir.path()).slab_size(64 << 10).open().await?;
+/// let db = silt::Db::builder(dir.path())
+///     .slab_size(64 << 10)
+///     .gc_threshold(0.0) // no background GC: compact() finds all the garbage
+///     .open()
+///     .await?;
 /// for i in 0..2000u32 {
 ///     db.put(format!("k{}", i % 100), vec![0u8; 100]).await?; // mostly overwrites
 /// }

@@ -39,7 +39,11 @@ async fn sixty_four_tasks_read_their_own_writes() {
             .unwrap();
         own_keys(db.clone(), 64, 150).await;
         let st = db.stats();
-        assert!(st.segments > 0, "{d:?}: slabs rotated and flushed: {st:?}");
+        // Background GC may already have compacted the published segments.
+        assert!(
+            st.segments > 0 || st.gc_files > 0,
+            "{d:?}: slabs rotated and flushed: {st:?}"
+        );
         if d != Durability::None {
             assert!(
                 st.max_group_size > 1,

@@ -6,9 +6,10 @@
 //! silt verify PATH                     check every record's CRC
 //! silt dump PATH [--keys-only]         every live pair
 //! silt get PATH KEY | silt put PATH KEY VALUE
+//! silt compact PATH                    reclaim the space of dead records
 //! ```
 //!
-//! `stats`, `dump`, `get` and `put` open the store as its writer (they take
+//! `stats`, `dump`, `get`, `put` and `compact` open the store as its writer (they take
 //! the directory lock); `verify` only reads files.
 
 #[path = "../../benches/workloads/mod.rs"]
@@ -47,7 +48,15 @@ enum Cmd {
         keys: u64,
     },
     /// Print a store's counters.
-    Stats { path: PathBuf },
+    Stats {
+        path: PathBuf,
+        /// Also list every data file with its live ratio.
+        #[arg(long)]
+        files: bool,
+    },
+    /// Rewrite the live records of every file holding dead ones and delete
+    /// the old files; print what it did.
+    Compact { path: PathBuf },
     /// Read every record of every file and check its CRC.
     Verify { path: PathBuf },
     /// Print every live pair (keys and values as escaped text).
@@ -92,7 +101,8 @@ fn escape(b: &[u8]) -> String {
     b.escape_ascii().to_string()
 }
 
-/// Opens an existing store: inspection must not create one by accident.
+/// Opens an existing store: inspection must not create one by accident,
+/// nor start rewriting files (background GC off; `compact` is explicit).
 async fn open_existing(path: &std::path::Path) -> silt::Result<Db> {
     if !path.join("data").is_dir() {
         return Err(silt::Error::InvalidArgument(format!(
@@ -100,16 +110,52 @@ async fn open_existing(path: &std::path::Path) -> silt::Result<Db> {
             path.display()
         )));
     }
-    Db::open(path).await
+    Db::builder(path).gc_threshold(0.0).open().await
 }
 
 async fn run(cmd: Cmd) -> silt::Result<ExitCode> {
     match cmd {
         Cmd::Bench { path, keys } => bench(path, keys).await,
-        Cmd::Stats { path } => {
+        Cmd::Stats { path, files } => {
             let db = open_existing(&path).await?;
             println!("{:#?}", db.stats());
+            if files {
+                println!(
+                    "{:>10} {:>14} {:>14} {:>6}",
+                    "file", "records B", "live B", "live"
+                );
+                for f in db.file_space() {
+                    println!(
+                        "{:>10} {:>14} {:>14} {:>5.1}%",
+                        f.file_id,
+                        f.record_bytes,
+                        f.live_bytes,
+                        f.live_ratio() * 100.0
+                    );
+                }
+            }
             db.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Compact { path } => {
+            let db = open_existing(&path).await?;
+            let spinner = ProgressBar::new_spinner();
+            spinner.set_message("compacting");
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            let report = db.compact().await;
+            spinner.finish_and_clear();
+            let report = report?;
+            db.close().await?;
+            println!(
+                "{} files rewritten ({} kept), {} records and {} tombstones moved, {} tombstones dropped, {} bytes reclaimed in {:.3} s",
+                report.files_rewritten,
+                report.files_kept,
+                report.records_moved,
+                report.tombstones_kept,
+                report.tombstones_dropped,
+                report.bytes_reclaimed,
+                report.duration.as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify { path } => verify(path),
