@@ -260,12 +260,7 @@ fn main() {
         Kind::Rocks,
     ] {
         let path = tmp.path().join(format!("{kind:?}"));
-        rows.push(
-            rt.block_on(tokio::task::spawn_blocking(move || {
-                peer_space(kind, &path, n)
-            }))
-            .expect("peer"),
-        );
+        rows.push(peer_space(kind, &path, n));
         eprintln!("{kind:?} done");
     }
     println!(

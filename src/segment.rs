@@ -9,14 +9,18 @@ use crate::slab::{decode_file_header, FILE_HEADER_LEN};
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 
-/// Bytes of one footer entry.
-pub(crate) const FOOTER_ENTRY_LEN: usize = 16;
+/// Bytes of one footer entry: key hash and record offset. A record's length
+/// is the distance to the next one (records are contiguous), or to
+/// `data_end` for the last.
+pub(crate) const FOOTER_ENTRY_LEN: usize = 12;
 /// In a footer entry's offset field: the record is a delete. Offsets are
 /// below 1 GiB (the largest slab), so the top bit is free.
 const OFFSET_DELETE_BIT: u32 = 1 << 31;
 /// Bytes of the trailer, which ends the file.
 pub(crate) const TRAILER_LEN: usize = 40;
-const TRAILER_MAGIC: &[u8; 8] = b"SILTEND1";
+/// Version 2: 12-byte footer entries. A version-1 segment (16-byte entries)
+/// fails the magic check and is recovered by a record scan.
+const TRAILER_MAGIC: &[u8; 8] = b"SILTEND2";
 
 /// One record as the footer (or a scan) describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +125,6 @@ pub(crate) fn encode_footer(
         o[0..8].copy_from_slice(&e.hash.to_le_bytes());
         let off = e.offset | if e.delete { OFFSET_DELETE_BIT } else { 0 };
         o[8..12].copy_from_slice(&off.to_le_bytes());
-        o[12..16].copy_from_slice(&e.len.to_le_bytes());
     }
     let t = total - TRAILER_LEN;
     out[t..t + 8].copy_from_slice(&(footer_off as u64).to_le_bytes());
@@ -191,22 +194,35 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
     if h.finalize() != crc {
         return Err("footer CRC mismatch".into());
     }
-    let mut entries = Vec::with_capacity(count as usize);
+    let mut entries: Vec<FooterEntry> = Vec::with_capacity(count as usize);
+    let mut next_start = FILE_HEADER_LEN as u64;
     for o in footer.chunks_exact(FOOTER_ENTRY_LEN) {
         let off = le_u32(&o[8..12]);
-        let e = FooterEntry {
-            hash: le_u64(&o[0..8]),
-            offset: off & !OFFSET_DELETE_BIT,
-            len: le_u32(&o[12..16]),
-            delete: off & OFFSET_DELETE_BIT != 0,
-        };
-        if (e.offset as u64) < FILE_HEADER_LEN as u64 || e.offset as u64 + e.len as u64 > data_end {
+        let offset = off & !OFFSET_DELETE_BIT;
+        // Records are contiguous: a record ends where the next one starts
+        // (or at `data_end`), which gives its length.
+        if (offset as u64) < next_start || offset as u64 >= data_end {
             return Err(format!(
-                "footer entry at {} points outside the data",
-                e.offset
+                "footer entry at {offset} is out of order or outside the data"
             ));
         }
-        entries.push(e);
+        if let Some(prev) = entries.last_mut() {
+            prev.len = offset - prev.offset;
+        }
+        next_start = offset as u64 + 1;
+        entries.push(FooterEntry {
+            hash: le_u64(&o[0..8]),
+            offset,
+            len: 0,
+            delete: off & OFFSET_DELETE_BIT != 0,
+        });
+    }
+    if let Some(last) = entries.last_mut() {
+        last.len = u32::try_from(data_end - last.offset as u64)
+            .map_err(|_| "last record longer than 4 GiB".to_string())?;
+    }
+    if entries.iter().any(|e| (e.len as usize) <= record::HEADER_LEN) {
+        return Err("footer entry shorter than a record".into());
     }
     Ok(Footer {
         entries,
