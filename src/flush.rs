@@ -14,7 +14,6 @@ use crate::segment::{encode_footer, scan_records, Segment, SegmentIndex};
 use crate::shared::Shared;
 use crate::slab::Slab;
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// A slab that will take no more appends, on its way to becoming a segment.
 #[derive(Debug)]
@@ -22,9 +21,9 @@ pub(crate) struct SealedSlab {
     pub slab: Arc<Slab>,
     /// Bytes `[0, written_upto)` are already in the file (by the WAL).
     pub written_upto: usize,
-    /// Returned to the writer's backpressure semaphore when the slab is
+    /// Returned to the writer's backpressure budget when the slab is
     /// published (or its flush failed).
-    pub permit: OwnedSemaphorePermit,
+    pub permit: crate::backpressure::Permit,
 }
 
 /// Starts `n` workers; returns the channel to send sealed slabs to. Workers

@@ -21,6 +21,12 @@
 // Under loom only the modelled modules are built; the rest of their helpers sit unused.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+/// The sealed-slab budget, public only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod backpressure;
+#[cfg(not(loom))]
+mod backpressure;
 mod error;
 mod record;
 #[cfg(not(loom))]

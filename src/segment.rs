@@ -221,7 +221,10 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
         last.len = u32::try_from(data_end - last.offset as u64)
             .map_err(|_| "last record longer than 4 GiB".to_string())?;
     }
-    if entries.iter().any(|e| (e.len as usize) <= record::HEADER_LEN) {
+    if entries
+        .iter()
+        .any(|e| (e.len as usize) <= record::HEADER_LEN)
+    {
         return Err("footer entry shorter than a record".into());
     }
     Ok(Footer {

@@ -14,6 +14,20 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering}
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex, RwLock};
 
+#[cfg(not(loom))]
+pub(crate) use futures::task::AtomicWaker;
+/// A single-waiter waker slot (the backpressure budget's).
+#[cfg(loom)]
+pub(crate) use loom::future::AtomicWaker;
+
+/// Registers `waker` in `slot` (the two `AtomicWaker`s spell it differently).
+pub(crate) fn register_waker(slot: &AtomicWaker, waker: &std::task::Waker) {
+    #[cfg(loom)]
+    slot.register_by_ref(waker);
+    #[cfg(not(loom))]
+    slot.register(waker);
+}
+
 /// Locks a mutex, ignoring poisoning: every critical section in silt leaves
 /// its data consistent before anything that can panic, so a poisoned lock
 /// holds valid data.

@@ -7,6 +7,7 @@
 //! write is in flight the next group accumulates (pipelining). The task never
 //! blocks: file I/O happens on the log thread and the flush workers.
 
+use crate::backpressure::SealedBudget;
 use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
 use crate::index::Location;
@@ -22,7 +23,7 @@ use crate::xl::write_xl_segment;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// Most requests taken from the queue into one group.
 const MAX_GROUP: usize = 1024;
@@ -151,7 +152,7 @@ pub(crate) struct Writer {
     rx: mpsc::Receiver<Request>,
     wal: Option<Wal>,
     flush_tx: Option<crossbeam_channel::Sender<SealedSlab>>,
-    permits: Arc<Semaphore>,
+    permits: Arc<SealedBudget>,
     active: Option<SlabWriter>,
     /// Bytes of the active slab already handed to the log thread.
     logged_upto: usize,
@@ -179,7 +180,7 @@ impl Writer {
         init: WriterInit,
     ) -> Writer {
         Writer {
-            permits: Arc::new(Semaphore::new(shared.config.max_sealed_slabs)),
+            permits: SealedBudget::new(shared.config.max_sealed_slabs),
             shared,
             rx,
             wal,
@@ -647,9 +648,7 @@ impl Writer {
     /// Waits for a backpressure permit, then queues the slab for flushing.
     async fn send_to_flush(&mut self, slab: Arc<Slab>, written_upto: usize) {
         let id = slab.file_id();
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
+        let permit = SealedBudget::acquire(&self.permits).await;
         self.shared.flush_started(id);
         self.highest_sealed = self.highest_sealed.max(id);
         let sent = self.flush_tx.as_ref().map(|tx| {
