@@ -100,6 +100,17 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
     let seg = segment_path(dir, id);
     let vfs = &shared.vfs;
     let data_end = slab.published();
+    let image = slab
+        .bytes(0, data_end)
+        .ok_or_else(|| Error::corruption(&log, 0, "sealed slab watermark moved"))?;
+    // The slab holds only committed records (the writer seals after its last
+    // group is durable), so a header-only scan is enough to build the footer.
+    let scan = scan_records(image, false);
+    let (footer_off, tail) = encode_footer(&scan.entries, scan.valid_end, scan.max_seq);
+    let size = (footer_off + tail.len()) as u64;
+    // Cache mode: make room before the file exists, so files being written
+    // plus published segments never pass the capacity.
+    let reservation = crate::gc::reserve(shared, size)?;
     let (file, direct) = vfs
         .open_write(&log, sealed.written_upto == 0, shared.config.direct_io)
         .map_err(|e| Error::io("open slab file for flush", &log, e))?;
@@ -112,26 +123,18 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
         bounce,
     )
     .map_err(|e| Error::io("write segment data", &log, e))?;
-    let image = slab
-        .bytes(0, data_end)
-        .ok_or_else(|| Error::corruption(&log, 0, "sealed slab watermark moved"))?;
-    // The slab holds only committed records (the writer seals after its last
-    // group is durable), so a header-only scan is enough to build the footer.
-    let scan = scan_records(image, false);
-    let (footer_off, tail) = encode_footer(&scan.entries, scan.valid_end, scan.max_seq);
     let mut buf = AlignedBuf::zeroed(tail.len());
     buf.as_mut_slice()[..tail.len()].copy_from_slice(&tail);
     file.write_at(&buf.as_slice()[..tail.len()], footer_off as u64)
         .map_err(|e| Error::io("write segment footer", &log, e))?;
-    file.set_len((footer_off + tail.len()) as u64)
+    file.set_len(size)
         .map_err(|e| Error::io("truncate segment", &log, e))?;
     file.sync_data()
         .map_err(|e| Error::io("fdatasync segment", &log, e))?;
     drop(file);
-    let size = (footer_off + tail.len()) as u64;
     // Publishing (rename, directory fsync, registry swap) happens under the
-    // eviction lock, after cache mode made room for this segment.
-    crate::gc::publish_within_capacity(shared, size, || {
+    // eviction lock.
+    reservation.publish(|| {
         vfs.rename(&log, &seg)
             .map_err(|e| Error::io("publish segment", &seg, e))?;
         vfs.sync_dir(dir)

@@ -348,21 +348,51 @@ fn tombstones_needed(shared: &Shared, id: u32, entries: &[FooterEntry]) -> HashS
 /// Evicts the oldest segments until published segments fit in the
 /// capacity (at open). A no-op without one.
 pub(crate) fn evict_over_capacity(shared: &Shared) -> Result<()> {
-    let _one_at_a_time = lock(&shared.evicting);
-    make_room(shared, 0)
+    let reserved = lock(&shared.evicting);
+    make_room(shared, *reserved)
 }
 
-/// Runs `publish` (which registers a new segment of `size` bytes) after
-/// evicting enough old segments that the published total stays within the
-/// capacity, all under one lock so two flush workers cannot both overshoot.
-pub(crate) fn publish_within_capacity(
-    shared: &Shared,
+/// Room held for a file being written, so that published segments plus
+/// the files being written stay within the capacity (cache mode; a plain
+/// counter otherwise). Released when the file is published or dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation<'a> {
+    shared: &'a Shared,
     size: u64,
-    publish: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    let _one_at_a_time = lock(&shared.evicting);
-    make_room(shared, size)?;
-    publish()
+    held: bool,
+}
+
+/// Reserves `size` bytes, first evicting old segments until everything
+/// published and reserved, plus `size`, fits.
+pub(crate) fn reserve(shared: &Shared, size: u64) -> Result<Reservation<'_>> {
+    let mut reserved = lock(&shared.evicting);
+    make_room(shared, *reserved + size)?;
+    *reserved += size;
+    Ok(Reservation {
+        shared,
+        size,
+        held: true,
+    })
+}
+
+impl Reservation<'_> {
+    /// Runs `publish` (which registers the file) and turns the reservation
+    /// into published bytes, under the one lock.
+    pub fn publish(mut self, publish: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut reserved = lock(&self.shared.evicting);
+        *reserved = reserved.saturating_sub(self.size);
+        self.held = false;
+        publish()
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut reserved = lock(&self.shared.evicting);
+            *reserved = reserved.saturating_sub(self.size);
+        }
+    }
 }
 
 fn make_room(shared: &Shared, incoming: u64) -> Result<()> {

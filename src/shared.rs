@@ -70,8 +70,9 @@ pub(crate) struct Shared {
     pub lock_file: Mutex<Option<File>>,
     /// The log thread and flush workers, joined by `close`.
     pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// Held while evicting (flush workers may finish together).
-    pub evicting: Mutex<()>,
+    /// Bytes reserved for files being written (cache mode); held while
+    /// evicting, so flush workers finishing together cannot overshoot.
+    pub evicting: Mutex<u64>,
     poisoned: Mutex<Option<String>>,
     flushing: Mutex<BTreeSet<u32>>,
     flushed: Notify,
@@ -102,7 +103,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
             threads: Mutex::new(Vec::new()),
-            evicting: Mutex::new(()),
+            evicting: Mutex::new(0),
             poisoned: Mutex::new(None),
             flushing: Mutex::new(BTreeSet::new()),
             flushed: Notify::new(),

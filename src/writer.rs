@@ -429,9 +429,10 @@ impl Writer {
         let written = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("xl_put", file_id = id, bytes = value.len()).entered();
             let dir = shared.registry.data_dir();
+            let size = crate::xl::file_len(key.len(), value.len());
+            let reservation = crate::gc::reserve(&shared, size)?;
             let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, seq, &key, &value)?;
-            let size = segment.len() as u64;
-            crate::gc::publish_within_capacity(&shared, size, || {
+            reservation.publish(|| {
                 shared
                     .registry
                     .insert(id, Source::Segment(Arc::new(segment)));

@@ -26,6 +26,14 @@ pub(crate) fn temp_path(data_dir: &Path, file_id: u32) -> PathBuf {
     data_dir.join(format!("{file_id:08}.tmp"))
 }
 
+/// Bytes of the XL file for a key and value of these lengths.
+pub(crate) fn file_len(key_len: usize, value_len: usize) -> u64 {
+    let data_end = FILE_HEADER_LEN + record::encoded_len(key_len, value_len);
+    let (footer_off, tail) = encode_footer(&[], data_end, 0);
+    // One entry more than the empty footer still fits in its page.
+    (footer_off + tail.len()) as u64
+}
+
 /// Writes, syncs and publishes the XL segment `file_id` holding one put;
 /// returns it mapped, and the record's length. On error the temporary file
 /// is removed (best effort) and nothing was published.
@@ -101,6 +109,7 @@ fn write_and_publish(
     vfs.sync_dir(data_dir)
         .map_err(|e| Error::io("fsync data directory", data_dir, e))?;
     let (segment, found) = Segment::open(&path, file_id, false)?;
+    debug_assert_eq!(segment.len() as u64, file_len(key.len(), value.len()));
     match found {
         SegmentIndex::Footer(f) if f.entries.len() == 1 => Ok((segment, len32)),
         _ => Err(Error::corruption(

@@ -25,6 +25,15 @@ fn segment_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Bytes of every data file now, segments and files being flushed.
+fn data_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oldest_segments_are_evicted_and_read_as_absent() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,13 +44,16 @@ async fn oldest_segments_are_evicted_and_read_as_absent() {
         db.put(format!("k{i:05}"), value.clone()).await.unwrap();
         // A key written all along stays: each overwrite lands in the newest slab.
         db.put("hot", format!("v{i}")).await.unwrap();
-        peak = peak.max(segment_bytes(dir.path()));
+        peak = peak.max(data_bytes(dir.path()));
     }
     db.flush().await.unwrap();
     let st = db.stats();
     assert!(st.evictions > 0, "{st:?}");
+    // Room is made before a slab's file is created, so files being flushed
+    // and published segments stay within the capacity; the slack is for a
+    // file renamed while the directory is listed (seen twice).
     assert!(
-        peak <= CAPACITY + SLAB as u64,
+        peak <= CAPACITY + SLAB as u64 + 4096,
         "peak {peak} > capacity + one slab"
     );
     assert!(segment_bytes(dir.path()) <= CAPACITY);
