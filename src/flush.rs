@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::io::aligned::{page_floor, AlignedBuf, PAGE};
 use crate::io::write_slab_range;
-use crate::registry::{log_path, segment_path, Source};
+use crate::registry::{log_path, segment_path};
 use crate::segment::{encode_footer, scan_records, Segment, SegmentIndex};
 use crate::shared::Shared;
 use crate::slab::Slab;
@@ -144,9 +144,7 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
             SegmentIndex::Footer(f)
                 if f.entries.len() == scan.entries.len() && f.data_end == scan.valid_end =>
             {
-                shared
-                    .registry
-                    .insert(id, Source::Segment(Arc::new(segment)));
+                shared.registry.publish_segment(Arc::new(segment));
                 Ok(())
             }
             _ => Err(Error::corruption(

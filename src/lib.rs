@@ -45,6 +45,12 @@ mod builder;
 mod db;
 #[cfg(not(loom))]
 mod flush;
+/// The flush tracker, public only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod flushing;
+#[cfg(not(loom))]
+mod flushing;
 #[cfg(not(loom))]
 mod gc;
 #[cfg(not(loom))]
@@ -55,14 +61,29 @@ mod index;
 pub mod index;
 #[cfg(not(loom))]
 mod io;
+/// Under loom only the page arithmetic of the I/O layer is needed.
+#[cfg(loom)]
+mod io {
+    pub(crate) mod aligned;
+}
 #[cfg(not(loom))]
 mod options;
+#[cfg(not(loom))]
+mod read;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]
 mod registry;
+/// The registry, public only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod registry;
 #[cfg(not(loom))]
 mod segment;
+/// Segments, public only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod segment;
 #[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]

@@ -50,7 +50,7 @@ impl Header {
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DecodeError {
+pub enum DecodeError {
     /// Fewer bytes than the header or the lengths it declares.
     Truncated,
     /// All-zero header: the end of the written data, not damage.

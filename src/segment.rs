@@ -24,7 +24,7 @@ const TRAILER_MAGIC: &[u8; 8] = b"SILTEND2";
 
 /// One record as the footer (or a scan) describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FooterEntry {
+pub struct FooterEntry {
     pub hash: u64,
     pub offset: u32,
     pub len: u32,
@@ -33,7 +33,7 @@ pub(crate) struct FooterEntry {
 
 /// What a record-by-record scan found.
 #[derive(Debug, Default)]
-pub(crate) struct Scan {
+pub struct Scan {
     /// Committed records, in file order.
     pub entries: Vec<FooterEntry>,
     /// End of the last committed record.
@@ -48,7 +48,7 @@ pub(crate) struct Scan {
 /// Scans the records of a data file image from the end of its header.
 /// Records of an atomic group (BEGIN … END) count only if the END record is
 /// intact. `verify` checks CRCs.
-pub(crate) fn scan_records(data: &[u8], verify: bool) -> Scan {
+pub fn scan_records(data: &[u8], verify: bool) -> Scan {
     let mut scan = Scan {
         valid_end: FILE_HEADER_LEN.min(data.len()),
         ..Scan::default()
@@ -111,11 +111,7 @@ pub(crate) fn scan_records(data: &[u8], verify: bool) -> Scan {
 /// Lays out footer and trailer for records ending at `data_end`. Returns the
 /// offset where the footer starts and the bytes from there to the end of the
 /// file (page-padded, trailer last).
-pub(crate) fn encode_footer(
-    entries: &[FooterEntry],
-    data_end: usize,
-    max_seq: u64,
-) -> (usize, Vec<u8>) {
+pub fn encode_footer(entries: &[FooterEntry], data_end: usize, max_seq: u64) -> (usize, Vec<u8>) {
     let footer_off = page_ceil(data_end);
     let body = entries.len() * FOOTER_ENTRY_LEN;
     let total = page_ceil(body + TRAILER_LEN);
@@ -154,7 +150,7 @@ fn le_u32(b: &[u8]) -> u32 {
 
 /// The parsed footer of a whole segment image.
 #[derive(Debug)]
-pub(crate) struct Footer {
+pub struct Footer {
     pub entries: Vec<FooterEntry>,
     pub data_end: usize,
     pub max_seq: u64,
@@ -235,7 +231,7 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
 }
 
 /// A published, immutable segment file, read through a read-only mmap.
-pub(crate) struct Segment {
+pub struct Segment {
     file_id: u32,
     path: PathBuf,
     map: Mmap,
@@ -252,7 +248,7 @@ impl std::fmt::Debug for Segment {
 
 /// How a segment's records were found at open.
 #[derive(Debug)]
-pub(crate) enum SegmentIndex {
+pub enum SegmentIndex {
     /// From the footer (the normal case).
     Footer(Footer),
     /// The footer was damaged: from a record-by-record scan.

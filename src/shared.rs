@@ -8,7 +8,6 @@ use crate::io::Vfs;
 use crate::options::{Durability, IoBackend};
 use crate::registry::Registry;
 use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -74,8 +73,7 @@ pub(crate) struct Shared {
     /// evicting, so flush workers finishing together cannot overshoot.
     pub evicting: Mutex<u64>,
     poisoned: Mutex<Option<String>>,
-    flushing: Mutex<BTreeSet<u32>>,
-    flushed: Notify,
+    flushing: crate::flushing::FlushTracker,
 }
 
 impl Shared {
@@ -105,8 +103,7 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             evicting: Mutex::new(0),
             poisoned: Mutex::new(None),
-            flushing: Mutex::new(BTreeSet::new()),
-            flushed: Notify::new(),
+            flushing: crate::flushing::FlushTracker::new(),
         }
     }
 
@@ -140,32 +137,21 @@ impl Shared {
     }
 
     pub fn flush_started(&self, file_id: u32) {
-        lock(&self.flushing).insert(file_id);
+        self.flushing.started(file_id);
     }
 
     pub fn flush_done(&self, file_id: u32) {
-        lock(&self.flushing).remove(&file_id);
-        self.flushed.notify_waiters();
+        self.flushing.done(file_id);
     }
 
     pub fn flushing_count(&self) -> usize {
-        lock(&self.flushing).len()
+        self.flushing.count()
     }
 
     /// Waits until every slab with a file id `<= upto` is flushed (or its
     /// flush failed, which poisons the store and is returned).
     pub async fn wait_flushed(&self, upto: u32) -> Result<()> {
-        loop {
-            let notified = self.flushed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let done = lock(&self.flushing)
-                .first()
-                .is_none_or(|&first| first > upto);
-            if done {
-                return self.check_poisoned();
-            }
-            notified.await;
-        }
+        self.flushing.wait(upto).await;
+        self.check_poisoned()
     }
 }
