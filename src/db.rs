@@ -569,6 +569,10 @@ impl Db {
             other => other,
         };
         self.shared().closed.store(true, Ordering::Release);
+        // A background compaction still running finishes (or fails, the
+        // writer being gone) before the lock is released: no file of this
+        // store is deleted after `close` returns.
+        drop(self.shared().compacting.lock().await);
         // The writer dropped the threads' channels before replying, so they
         // are exiting: wait for them, so nothing of this store runs on.
         let threads = std::mem::take(&mut *crate::sync::lock(&self.shared().threads));

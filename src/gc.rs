@@ -99,6 +99,9 @@ pub(crate) async fn compact(
     pick: impl Fn(&FileSpace) -> bool,
 ) -> Result<CompactionReport> {
     let _one_at_a_time = shared.compacting.lock().await;
+    // `close` takes this lock after the writer stopped: a compaction that
+    // gets it afterwards must not touch the files of a closed store.
+    shared.check_open()?;
     let started = Instant::now();
     let mut report = CompactionReport::default();
     if shared.config.capacity.is_some() {
