@@ -13,9 +13,9 @@ fn record(c: &mut Criterion) {
     let (k, v) = (b"0000000000001234".as_slice(), vec![7u8; 100]);
     let mut buf = vec![0u8; internals::record_len(k.len(), v.len())];
     c.bench_function("record encode 16 B / 100 B", |b| {
-        b.iter(|| internals::encode_record(black_box(&mut buf), 1, k, &v))
+        b.iter(|| internals::encode_record(black_box(&mut buf), k, &v))
     });
-    internals::encode_record(&mut buf, 1, k, &v);
+    internals::encode_record(&mut buf, k, &v);
     c.bench_function("record decode + CRC 16 B / 100 B", |b| {
         b.iter(|| internals::decode_record(black_box(&buf)))
     });
@@ -44,8 +44,8 @@ fn slab(c: &mut Criterion) {
         b.iter_batched_ref(
             || internals::Slab::new(64 << 20),
             |s| {
-                for seq in 0..1000 {
-                    s.append(seq, b"0000000000001234", &v);
+                for _ in 0..1000 {
+                    s.append(b"0000000000001234", &v);
                 }
             },
             BatchSize::LargeInput,

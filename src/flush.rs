@@ -46,6 +46,9 @@ pub(crate) fn start_workers(
                     let id = sealed.slab.file_id();
                     let span = tracing::info_span!("flush", file_id = id);
                     let _enter = span.enter();
+                    // Reports the slab done even if this thread panics, so
+                    // no `flush`/`close` waits for it forever.
+                    let _done = FlushDone(&shared, id);
                     match flush_with_retries(&shared, &sealed, &mut bounce) {
                         Ok(()) => {
                             tracing::debug!("segment published");
@@ -57,13 +60,25 @@ pub(crate) fn start_workers(
                         }
                     }
                     drop(sealed.permit);
-                    shared.flush_done(id);
                 }
             })
             .map_err(|e| Error::io("spawn flush worker", shared.registry.data_dir(), e))?;
         crate::sync::lock(&shared.threads).push(handle);
     }
     Ok(tx)
+}
+
+/// Marks a slab's flush finished when dropped (normally, or by a panic,
+/// which also poisons the store).
+struct FlushDone<'a>(&'a Shared, u32);
+
+impl Drop for FlushDone<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison(&Error::Closed);
+        }
+        self.0.flush_done(self.1);
+    }
 }
 
 /// Attempts after the first before a flush failure poisons the store.
@@ -106,7 +121,7 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
     // The slab holds only committed records (the writer seals after its last
     // group is durable), so a header-only scan is enough to build the footer.
     let scan = scan_records(image, false);
-    let (footer_off, tail) = encode_footer(&scan.entries, scan.valid_end, scan.max_seq);
+    let (footer_off, tail) = encode_footer(&scan.entries, scan.valid_end);
     let size = (footer_off + tail.len()) as u64;
     // Cache mode: make room before the file exists, so files being written
     // plus published segments never pass the capacity.

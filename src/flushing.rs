@@ -23,6 +23,8 @@ pub struct FlushTracker {
 struct State {
     flushing: BTreeSet<u32>,
     waiters: Vec<Waker>,
+    /// The writer is gone: nothing more will be flushed, stop waiting.
+    shut: bool,
 }
 
 impl FlushTracker {
@@ -46,17 +48,32 @@ impl FlushTracker {
         waiters.into_iter().for_each(Waker::wake);
     }
 
+    /// The writer stopped (closed, dropped or panicked): every wait returns
+    /// now; the caller then reports the store's state.
+    pub fn shut(&self) {
+        let waiters = {
+            let mut st = lock(&self.state);
+            st.shut = true;
+            std::mem::take(&mut st.waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
     /// Slabs being flushed.
     pub fn count(&self) -> usize {
         lock(&self.state).flushing.len()
     }
 
-    /// Resolves once no slab with a file id `<= upto` is being flushed.
-    pub async fn wait(&self, upto: u32) {
+    /// Resolves once no slab with a file id `<= upto` is being flushed
+    /// (`true`), or the tracker is shut with some still pending (`false`).
+    pub async fn wait(&self, upto: u32) -> bool {
         poll_fn(|cx| {
             let mut st = lock(&self.state);
             if st.flushing.first().is_none_or(|&first| first > upto) {
-                return Poll::Ready(());
+                return Poll::Ready(true);
+            }
+            if st.shut {
+                return Poll::Ready(false);
             }
             if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 st.waiters.push(cx.waker().clone());

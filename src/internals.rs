@@ -31,9 +31,9 @@ pub fn record_len(key: usize, value: usize) -> usize {
 }
 
 /// Encodes a put record into `out` (exactly `record_len` bytes).
-pub fn encode_record(out: &mut [u8], seq: u64, key: &[u8], value: &[u8]) {
+pub fn encode_record(out: &mut [u8], key: &[u8], value: &[u8]) {
     let flags = crate::record::FLAG_PUT | crate::record::FLAG_BEGIN | crate::record::FLAG_END;
-    crate::record::encode_into(out, flags, seq, key, value);
+    crate::record::encode_into(out, flags, key, value);
 }
 
 /// Decodes and CRC-checks a record; its value length.
@@ -73,9 +73,9 @@ impl Slab {
         Slab(crate::slab::SlabWriter::new(1, capacity))
     }
     /// Appends and publishes a put; `None` when full.
-    pub fn append(&mut self, seq: u64, key: &[u8], value: &[u8]) -> Option<usize> {
+    pub fn append(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
         let flags = crate::record::FLAG_PUT | crate::record::FLAG_BEGIN | crate::record::FLAG_END;
-        let off = self.0.append(flags, seq, key, value)?;
+        let off = self.0.append(flags, key, value)?;
         self.0.publish();
         Some(off)
     }

@@ -1,10 +1,10 @@
-//! Record encoding: `crc32 | flags | key_len u16 | val_len u32 | seq u64 | key | value`.
+//! Record encoding: `crc32 | flags | key_len u16 | val_len u32 | key | value`.
 //!
 //! All integers are little-endian. The CRC (crc32fast) covers every byte after
 //! itself. See `docs/format.md`.
 
 /// Bytes before the key.
-pub(crate) const HEADER_LEN: usize = 4 + 1 + 2 + 4 + 8;
+pub(crate) const HEADER_LEN: usize = 4 + 1 + 2 + 4;
 /// Longest key, bytes.
 ///
 /// ```
@@ -35,7 +35,6 @@ pub(crate) struct Header {
     pub flags: u8,
     pub key_len: u16,
     pub val_len: u32,
-    pub seq: u64,
 }
 
 impl Header {
@@ -78,33 +77,32 @@ pub(crate) fn encoded_len(key_len: usize, val_len: usize) -> usize {
 }
 
 /// Writes a record into `out` (exactly `encoded_len` bytes long).
-pub(crate) fn encode_into(out: &mut [u8], flags: u8, seq: u64, key: &[u8], value: &[u8]) {
+pub(crate) fn encode_into(out: &mut [u8], flags: u8, key: &[u8], value: &[u8]) {
     debug_assert_eq!(out.len(), encoded_len(key.len(), value.len()));
     let (head, body) = out.split_at_mut(HEADER_LEN);
     let (k, v) = body.split_at_mut(key.len());
     k.copy_from_slice(key);
     v.copy_from_slice(value);
-    fill_head(head, flags, seq, key, value);
+    fill_head(head, flags, key, value);
 }
 
 /// The header and key of a record whose value is written separately (a
 /// value larger than a slab goes to disk straight from the caller's bytes).
-pub(crate) fn encode_head(flags: u8, seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_head(flags: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN + key.len()];
     let (head, k) = out.split_at_mut(HEADER_LEN);
     k.copy_from_slice(key);
-    fill_head(head, flags, seq, key, value);
+    fill_head(head, flags, key, value);
     out
 }
 
 /// Fills the fixed header, CRC last (over the rest of the header, the key
 /// and the value).
-fn fill_head(head: &mut [u8], flags: u8, seq: u64, key: &[u8], value: &[u8]) {
+fn fill_head(head: &mut [u8], flags: u8, key: &[u8], value: &[u8]) {
     debug_assert!(key.len() <= MAX_KEY_LEN && value.len() <= u32::MAX as usize);
     head[4] = flags;
     head[5..7].copy_from_slice(&(key.len() as u16).to_le_bytes());
     head[7..11].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    head[11..19].copy_from_slice(&seq.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&head[4..HEADER_LEN]);
     h.update(key);
@@ -127,9 +125,6 @@ pub(crate) fn decode_fixed(buf: &[u8]) -> Result<Header, DecodeError> {
         flags: head[4],
         key_len: u16::from_le_bytes([head[5], head[6]]),
         val_len: u32::from_le_bytes([head[7], head[8], head[9], head[10]]),
-        seq: u64::from_le_bytes([
-            head[11], head[12], head[13], head[14], head[15], head[16], head[17], head[18],
-        ]),
     };
     let kind = h.flags & (FLAG_PUT | FLAG_DELETE);
     if h.flags & !KNOWN_FLAGS != 0
@@ -184,17 +179,17 @@ pub(crate) fn key_hash(key: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn enc(flags: u8, seq: u64, k: &[u8], v: &[u8]) -> Vec<u8> {
+    fn enc(flags: u8, k: &[u8], v: &[u8]) -> Vec<u8> {
         let mut out = vec![0; encoded_len(k.len(), v.len())];
-        encode_into(&mut out, flags, seq, k, v);
+        encode_into(&mut out, flags, k, v);
         out
     }
 
     #[test]
     fn round_trip() {
-        let r = enc(FLAG_PUT | FLAG_BEGIN | FLAG_END, 42, b"key", b"value");
+        let r = enc(FLAG_PUT | FLAG_BEGIN | FLAG_END, b"key", b"value");
+        assert_eq!(r.len(), 11 + 3 + 5);
         let h = decode(&r).unwrap();
-        assert_eq!(h.seq, 42);
         assert_eq!(h.key_len, 3);
         assert_eq!(h.val_len, 5);
         assert_eq!(key_of(&h, &r), b"key");
@@ -203,7 +198,7 @@ mod tests {
 
     #[test]
     fn every_flipped_bit_is_caught() {
-        let r = enc(FLAG_PUT | FLAG_BEGIN | FLAG_END, 7, b"k", b"hello");
+        let r = enc(FLAG_PUT | FLAG_BEGIN | FLAG_END, b"k", b"hello");
         for byte in 0..r.len() {
             for bit in 0..8 {
                 let mut bad = r.clone();
@@ -215,7 +210,7 @@ mod tests {
 
     #[test]
     fn truncation_and_zeroes() {
-        let r = enc(FLAG_DELETE | FLAG_BEGIN | FLAG_END, 1, b"gone", b"");
+        let r = enc(FLAG_DELETE | FLAG_BEGIN | FLAG_END, b"gone", b"");
         for len in 0..r.len() {
             assert!(matches!(
                 decode(&r[..len]),
@@ -228,12 +223,12 @@ mod tests {
     #[test]
     fn impossible_headers_are_rejected() {
         // A delete with a value, an empty key, unknown flags.
-        let mut r = enc(FLAG_PUT, 1, b"k", b"v");
+        let mut r = enc(FLAG_PUT, b"k", b"v");
         r[4] = FLAG_DELETE;
         assert_eq!(decode_header(&r), Err(DecodeError::BadHeader));
         r[4] = 0x80 | FLAG_PUT;
         assert_eq!(decode_header(&r), Err(DecodeError::BadHeader));
-        let mut r = enc(FLAG_PUT, 1, b"k", b"v");
+        let mut r = enc(FLAG_PUT, b"k", b"v");
         r[5] = 0;
         assert_eq!(decode_header(&r), Err(DecodeError::BadHeader));
     }

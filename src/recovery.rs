@@ -8,7 +8,7 @@ use crate::io::aligned::{page_ceil, AlignedBuf};
 use crate::registry::Source;
 use crate::segment::{scan_records, FooterEntry, Segment, SegmentIndex};
 use crate::shared::Shared;
-use crate::slab::{decode_file_header, Slab};
+use crate::slab::{decode_file_header, file_format_version, Slab, FORMAT_VERSION};
 use crate::sync::Ordering;
 use crate::writer::WriterInit;
 use std::collections::BTreeMap;
@@ -76,12 +76,24 @@ fn read_log(path: &Path, slab_size: usize) -> Result<AlignedBuf> {
     Ok(buf)
 }
 
+/// Refuses a file another format version of silt wrote (its records would
+/// be misread), rather than skipping it as damaged.
+fn check_version(path: &Path, head: &[u8]) -> Result<()> {
+    match file_format_version(head) {
+        Some(v) if v != FORMAT_VERSION => Err(Error::corruption(
+            path,
+            8,
+            &format!("written by an incompatible silt (format version {v}; this build reads {FORMAT_VERSION})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Loads every file into the registry, rebuilds the index and returns what
 /// the writer needs to continue.
 pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     let data_dir = shared.registry.data_dir().to_path_buf();
     let verify = shared.config.verify_checksums;
-    let mut max_seq = 0u64;
     let mut max_id = 0u32;
     let mut torn = 0u64;
     let mut recovered = Vec::new();
@@ -98,15 +110,12 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         match kind {
             Kind::Segment => {
                 let (seg, found) = Segment::open(&path, id, verify)?;
+                check_version(&path, seg.bytes(0, 12).unwrap_or_default())?;
                 let entries = match found {
-                    SegmentIndex::Footer(f) => {
-                        max_seq = max_seq.max(f.max_seq);
-                        f.entries
-                    }
+                    SegmentIndex::Footer(f) => f.entries,
                     SegmentIndex::Scanned(scan, why) => {
                         tracing::warn!(path = %path.display(), reason = %why,
                             records = scan.entries.len(), "segment footer unusable; recovered its records by scanning");
-                        max_seq = max_seq.max(scan.max_seq);
                         scan.entries
                     }
                 };
@@ -115,6 +124,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
             }
             Kind::Log => {
                 let mut buf = read_log(&path, shared.config.slab_size)?;
+                check_version(&path, buf.as_slice())?;
                 if decode_file_header(buf.as_slice()) != Some(id) {
                     let nonzero = buf.as_slice().iter().any(|&b| b != 0);
                     if nonzero {
@@ -137,7 +147,6 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                     continue;
                 }
                 buf.as_mut_slice()[scan.valid_end..].fill(0);
-                max_seq = max_seq.max(scan.max_seq);
                 let slab = Arc::new(Slab::recovered(id, buf, scan.valid_end));
                 shared.registry.insert(id, Source::Slab(slab.clone()));
                 recovered.push((slab, scan.valid_end));
@@ -164,7 +173,6 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         .recovered_records
         .store(records, Ordering::Relaxed);
     Ok(WriterInit {
-        next_seq: max_seq + 1,
         next_file_id: max_id + 1,
         recovered,
     })

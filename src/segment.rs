@@ -40,7 +40,6 @@ pub struct Scan {
     pub valid_end: usize,
     /// Non-zero bytes after `valid_end` that were cut (torn or damaged tail).
     pub torn_bytes: u64,
-    pub max_seq: u64,
     /// Why the scan stopped before the end of the data, if it did.
     pub stopped_by: Option<DecodeError>,
 }
@@ -55,7 +54,6 @@ pub fn scan_records(data: &[u8], verify: bool) -> Scan {
     };
     let mut pos = FILE_HEADER_LEN;
     let mut group: Vec<FooterEntry> = Vec::new();
-    let mut group_max_seq = 0u64;
     while pos < data.len() {
         let rest = &data[pos..];
         let decoded = if verify {
@@ -80,7 +78,6 @@ pub fn scan_records(data: &[u8], verify: bool) -> Scan {
         // (cannot happen in files silt wrote); drop the open group.
         if h.flags & FLAG_BEGIN != 0 {
             group.clear();
-            group_max_seq = 0;
         } else if group.is_empty() {
             scan.stopped_by = Some(DecodeError::BadHeader);
             break;
@@ -92,10 +89,8 @@ pub fn scan_records(data: &[u8], verify: bool) -> Scan {
             len,
             delete: h.is_delete(),
         });
-        group_max_seq = group_max_seq.max(h.seq);
         pos += h.record_len();
         if h.flags & FLAG_END != 0 {
-            scan.max_seq = scan.max_seq.max(group_max_seq);
             scan.entries.append(&mut group);
             scan.valid_end = pos;
         }
@@ -111,7 +106,7 @@ pub fn scan_records(data: &[u8], verify: bool) -> Scan {
 /// Lays out footer and trailer for records ending at `data_end`. Returns the
 /// offset where the footer starts and the bytes from there to the end of the
 /// file (page-padded, trailer last).
-pub fn encode_footer(entries: &[FooterEntry], data_end: usize, max_seq: u64) -> (usize, Vec<u8>) {
+pub fn encode_footer(entries: &[FooterEntry], data_end: usize) -> (usize, Vec<u8>) {
     let footer_off = page_ceil(data_end);
     let body = entries.len() * FOOTER_ENTRY_LEN;
     let total = page_ceil(body + TRAILER_LEN);
@@ -126,7 +121,7 @@ pub fn encode_footer(entries: &[FooterEntry], data_end: usize, max_seq: u64) -> 
     out[t..t + 8].copy_from_slice(&(footer_off as u64).to_le_bytes());
     out[t + 8..t + 12].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     out[t + 12..t + 20].copy_from_slice(&(data_end as u64).to_le_bytes());
-    out[t + 20..t + 28].copy_from_slice(&max_seq.to_le_bytes());
+    // Bytes 20..28 are reserved (zero); version 1 kept a sequence number.
     let mut h = crc32fast::Hasher::new();
     h.update(&out[..body]);
     h.update(&out[t..t + 28]);
@@ -153,7 +148,6 @@ fn le_u32(b: &[u8]) -> u32 {
 pub struct Footer {
     pub entries: Vec<FooterEntry>,
     pub data_end: usize,
-    pub max_seq: u64,
 }
 
 /// Parses trailer and footer; `Err` says what is wrong. Every length is
@@ -172,7 +166,6 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
     let footer_off = le_u64(&t[0..8]);
     let count = le_u32(&t[8..12]) as u64;
     let data_end = le_u64(&t[12..20]);
-    let max_seq = le_u64(&t[20..28]);
     let crc = le_u32(&t[28..32]);
     let trailer_start = (file.len() - TRAILER_LEN) as u64;
     let footer_end = footer_off.checked_add(count * FOOTER_ENTRY_LEN as u64);
@@ -226,7 +219,6 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
     Ok(Footer {
         entries,
         data_end: data_end as usize,
-        max_seq,
     })
 }
 
@@ -307,8 +299,8 @@ mod tests {
 
     fn image(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
         let mut w = SlabWriter::new(1, 64 * 1024);
-        for (i, (flags, k, v)) in records.iter().enumerate() {
-            w.append(*flags, i as u64 + 1, k, v).unwrap();
+        for (flags, k, v) in records {
+            w.append(*flags, k, v).unwrap();
         }
         w.publish();
         let mut img = w.slab().bytes(0, w.appended()).unwrap().to_vec();
@@ -329,7 +321,6 @@ mod tests {
         let s = scan_records(&img, true);
         // The last batch has no END: it is not committed.
         assert_eq!(s.entries.len(), 3);
-        assert_eq!(s.max_seq, 3);
         assert!(s.entries[2].delete);
         assert_eq!(s.torn_bytes, (record::HEADER_LEN + 2) as u64);
         assert_eq!(s.stopped_by, None);
@@ -339,7 +330,7 @@ mod tests {
     fn scan_stops_at_damage() {
         let mut img = image(&[(FLAG_PUT | ONE, b"a", b"1"), (FLAG_PUT | ONE, b"b", b"2")]);
         let second = FILE_HEADER_LEN + record::HEADER_LEN + 2;
-        img[second + 20] ^= 0xff;
+        img[second + record::HEADER_LEN] ^= 0xff; // its key
         let s = scan_records(&img, true);
         assert_eq!(s.entries.len(), 1);
         assert_eq!(s.valid_end, second);
@@ -351,14 +342,13 @@ mod tests {
     fn footer_round_trip_and_damage() {
         let img = image(&[(FLAG_PUT | ONE, b"a", b"1"), (FLAG_PUT | ONE, b"b", b"22")]);
         let s = scan_records(&img, true);
-        let (off, tail) = encode_footer(&s.entries, s.valid_end, s.max_seq);
+        let (off, tail) = encode_footer(&s.entries, s.valid_end);
         let mut file = img[..off].to_vec();
         file.extend_from_slice(&tail);
         assert_eq!(file.len() % 4096, 0);
         let f = decode_footer(&file).unwrap();
         assert_eq!(f.entries, s.entries);
         assert_eq!(f.data_end, s.valid_end);
-        assert_eq!(f.max_seq, 2);
         // Any flipped byte in footer or trailer is caught.
         for i in [off, off + 9, file.len() - 20, file.len() - 1] {
             let mut bad = file.clone();

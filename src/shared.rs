@@ -144,6 +144,11 @@ impl Shared {
         self.flushing.done(file_id);
     }
 
+    /// The writer is gone: waits for flushes return.
+    pub fn flushes_shut(&self) {
+        self.flushing.shut();
+    }
+
     pub fn flushing_count(&self) -> usize {
         self.flushing.count()
     }
@@ -151,7 +156,12 @@ impl Shared {
     /// Waits until every slab with a file id `<= upto` is flushed (or its
     /// flush failed, which poisons the store and is returned).
     pub async fn wait_flushed(&self, upto: u32) -> Result<()> {
-        self.flushing.wait(upto).await;
-        self.check_poisoned()
+        let all_flushed = self.flushing.wait(upto).await;
+        self.check_poisoned()?;
+        if all_flushed {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
     }
 }

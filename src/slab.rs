@@ -14,20 +14,29 @@ use crate::sync::{AtomicUsize, Ordering};
 pub const FILE_HEADER_LEN: usize = 4096;
 /// Magic at the start of every data file.
 pub(crate) const FILE_MAGIC: &[u8; 8] = b"SILTDAT1";
+/// Format version in the file header. 2: records without a sequence number.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Writes the file header for `file_id` into `page` (at least 24 bytes).
 pub(crate) fn encode_file_header(page: &mut [u8], file_id: u32) {
     page[..8].copy_from_slice(FILE_MAGIC);
-    page[8..12].copy_from_slice(&1u32.to_le_bytes()); // format version
+    page[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     page[12..16].copy_from_slice(&file_id.to_le_bytes());
     let crc = crc32fast::hash(&page[..16]);
     page[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The format version of a file whose header has silt's magic (even one
+/// this build cannot read), else `None`.
+pub(crate) fn file_format_version(page: &[u8]) -> Option<u32> {
+    let head = page.get(..12)?;
+    (&head[..8] == FILE_MAGIC).then(|| u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
+}
+
 /// Checks a file header; returns the file id it names.
 pub(crate) fn decode_file_header(page: &[u8]) -> Option<u32> {
     let head = page.get(..20)?;
-    if &head[..8] != FILE_MAGIC || head[8..12] != 1u32.to_le_bytes() {
+    if &head[..8] != FILE_MAGIC || head[8..12] != FORMAT_VERSION.to_le_bytes() {
         return None;
     }
     let crc = u32::from_le_bytes(head[16..20].try_into().ok()?);
@@ -345,7 +354,7 @@ impl SlabWriter {
 
     /// Appends one record; returns its offset, or `None` if it does not fit.
     /// The record is not readable until [`SlabWriter::publish`].
-    pub fn append(&mut self, flags: u8, seq: u64, key: &[u8], value: &[u8]) -> Option<usize> {
+    pub fn append(&mut self, flags: u8, key: &[u8], value: &[u8]) -> Option<usize> {
         let len = record::encoded_len(key.len(), value.len());
         if len > self.remaining() {
             return None;
@@ -356,12 +365,12 @@ impl SlabWriter {
             // SAFETY: [off, off + len) is at or above the watermark, in
             // bounds (checked above), and only this writer touches it.
             let out = unsafe { self.slab.mem.slice_mut(off, len) };
-            record::encode_into(out, flags, seq, key, value);
+            record::encode_into(out, flags, key, value);
         }
         #[cfg(loom)]
         {
             let mut out = vec![0u8; len];
-            record::encode_into(&mut out, flags, seq, key, value);
+            record::encode_into(&mut out, flags, key, value);
             // SAFETY: as above.
             unsafe { self.slab.mem.write(off, &out) };
         }
@@ -404,36 +413,31 @@ mod tests {
             Some(3)
         );
         let off = w
-            .append(FLAG_PUT | FLAG_BEGIN | FLAG_END, 1, b"k", b"v")
+            .append(FLAG_PUT | FLAG_BEGIN | FLAG_END, b"k", b"v")
             .unwrap();
         assert_eq!(off, FILE_HEADER_LEN);
         // Not visible before publish.
-        assert!(w.slab().bytes(off, 21).is_none());
+        assert!(w.slab().bytes(off, 13).is_none());
         w.publish();
-        let rec = w.slab().bytes(off, 21).unwrap();
-        assert_eq!(decode(rec).unwrap().seq, 1);
+        let rec = w.slab().bytes(off, 13).unwrap();
+        assert_eq!(decode(rec).unwrap().val_len, 1);
     }
 
     #[test]
     fn full_slab_refuses() {
         let mut w = SlabWriter::new(1, 8192);
         let big = vec![7u8; 4096 - record::HEADER_LEN - 1];
-        assert!(w.append(FLAG_PUT, 1, b"k", &big).is_some());
+        assert!(w.append(FLAG_PUT, b"k", &big).is_some());
         assert_eq!(w.remaining(), 0);
-        assert!(w.append(FLAG_PUT, 2, b"k", b"").is_none());
+        assert!(w.append(FLAG_PUT, b"k", b"").is_none());
     }
 
     #[test]
     fn flushed_slab_buffers_are_recycled() {
         let pool = std::sync::Arc::new(SlabPool::new(1));
         let mut w = SlabWriter::with_pool(1, 64 * 1024, Some(&pool));
-        w.append(
-            FLAG_PUT | FLAG_BEGIN | FLAG_END,
-            1,
-            b"old-key",
-            b"old value",
-        )
-        .unwrap();
+        w.append(FLAG_PUT | FLAG_BEGIN | FLAG_END, b"old-key", b"old value")
+            .unwrap();
         w.publish();
         let reader = w.slab().clone();
         drop(w);
@@ -452,10 +456,10 @@ mod tests {
             .iter()
             .all(|&b| b == 0));
         let off = w
-            .append(FLAG_PUT | FLAG_BEGIN | FLAG_END, 1, b"k", b"v")
+            .append(FLAG_PUT | FLAG_BEGIN | FLAG_END, b"k", b"v")
             .unwrap();
         w.publish();
-        assert_eq!(decode(w.slab().bytes(off, 21).unwrap()).unwrap().seq, 1);
+        assert_eq!(decode(w.slab().bytes(off, 13).unwrap()).unwrap().key_len, 1);
         // A full pool drops extra buffers.
         let a = SlabWriter::with_pool(4, 64 * 1024, Some(&pool));
         drop(w);

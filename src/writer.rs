@@ -138,7 +138,6 @@ struct Inflight {
 /// Everything the writer starts with (from recovery).
 #[derive(Debug)]
 pub(crate) struct WriterInit {
-    pub next_seq: u64,
     pub next_file_id: u32,
     /// Slabs rebuilt from unsealed files, each with its valid length, to be
     /// flushed before anything else.
@@ -156,7 +155,6 @@ pub(crate) struct Writer {
     active: Option<SlabWriter>,
     /// Bytes of the active slab already handed to the log thread.
     logged_upto: usize,
-    next_seq: u64,
     next_file_id: u32,
     pending: Group,
     /// Slab offset of the pending group's first record.
@@ -169,6 +167,17 @@ pub(crate) struct Writer {
 enum Event {
     Logged(Result<(), WalError>),
     Requests(usize),
+}
+
+/// However the writer ends (closed, every handle dropped, its runtime shut
+/// down, or a panic), nobody may keep waiting for it: the store reads as
+/// closed, waits for flushes return, background GC stops.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.flushes_shut();
+        self.shared.gc_wake.notify_one();
+    }
 }
 
 impl Writer {
@@ -187,7 +196,6 @@ impl Writer {
             flush_tx: Some(flush_tx),
             active: None,
             logged_upto: 0,
-            next_seq: init.next_seq,
             next_file_id: init.next_file_id,
             pending: Group::default(),
             pending_start: 0,
@@ -423,15 +431,13 @@ impl Writer {
         self.seal_all().await?;
         let id = self.next_file_id;
         self.next_file_id += 1;
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let shared = self.shared.clone();
         let written = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("xl_put", file_id = id, bytes = value.len()).entered();
             let dir = shared.registry.data_dir();
             let size = crate::xl::file_len(key.len(), value.len());
             let reservation = crate::gc::reserve(&shared, size)?;
-            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, seq, &key, &value)?;
+            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, &key, &value)?;
             reservation.publish(|| {
                 shared
                     .registry
@@ -572,14 +578,12 @@ impl Writer {
             if i == last {
                 flags |= FLAG_END;
             }
-            let seq = self.next_seq;
-            self.next_seq += 1;
             let kind = if op.is_delete() {
                 FLAG_DELETE
             } else {
                 FLAG_PUT
             };
-            let off = active.append(flags | kind, seq, op.key(), op.value());
+            let off = active.append(flags | kind, op.key(), op.value());
             // Room for the whole write was checked above.
             let off =
                 off.ok_or_else(|| Error::InvalidArgument("write does not fit in a slab".into()))?;

@@ -29,7 +29,7 @@ pub(crate) fn temp_path(data_dir: &Path, file_id: u32) -> PathBuf {
 /// Bytes of the XL file for a key and value of these lengths.
 pub(crate) fn file_len(key_len: usize, value_len: usize) -> u64 {
     let data_end = FILE_HEADER_LEN + record::encoded_len(key_len, value_len);
-    let (footer_off, tail) = encode_footer(&[], data_end, 0);
+    let (footer_off, tail) = encode_footer(&[], data_end);
     // One entry more than the empty footer still fits in its page.
     (footer_off + tail.len()) as u64
 }
@@ -41,12 +41,11 @@ pub(crate) fn write_xl_segment(
     vfs: &dyn Vfs,
     data_dir: &Path,
     file_id: u32,
-    seq: u64,
     key: &[u8],
     value: &[u8],
 ) -> Result<(Segment, u32)> {
     let tmp = temp_path(data_dir, file_id);
-    let res = write_and_publish(vfs, data_dir, &tmp, file_id, seq, key, value);
+    let res = write_and_publish(vfs, data_dir, &tmp, file_id, key, value);
     if res.is_err() {
         // Not acknowledged: leave no trace, published or not.
         let _ = vfs.remove_file(&tmp);
@@ -60,7 +59,6 @@ fn write_and_publish(
     data_dir: &Path,
     tmp: &Path,
     file_id: u32,
-    seq: u64,
     key: &[u8],
     value: &[u8],
 ) -> Result<(Segment, u32)> {
@@ -70,7 +68,7 @@ fn write_and_publish(
             "a record of {len} bytes (key + value + header) exceeds the 4 GiB limit"
         ))
     })?;
-    let head = record::encode_head(FLAG_BEGIN | FLAG_END | FLAG_PUT, seq, key, value);
+    let head = record::encode_head(FLAG_BEGIN | FLAG_END | FLAG_PUT, key, value);
     let data_end = FILE_HEADER_LEN + len;
     let entry = FooterEntry {
         hash: record::key_hash(key),
@@ -78,7 +76,7 @@ fn write_and_publish(
         len: len32,
         delete: false,
     };
-    let (footer_off, tail) = encode_footer(&[entry], data_end, seq);
+    let (footer_off, tail) = encode_footer(&[entry], data_end);
     let mut page = vec![0u8; FILE_HEADER_LEN];
     encode_file_header(&mut page, file_id);
 

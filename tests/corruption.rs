@@ -149,7 +149,7 @@ async fn wal_cut_at_every_offset_of_its_last_records_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let log = crashed_wal(dir.path(), 30);
     let full = std::fs::read(&log).unwrap();
-    let start = find(&log, key(27).as_bytes()) - 19;
+    let start = find(&log, key(27).as_bytes()) - 11; // the record header
     let end = find(&log, key(29).as_bytes()) + 80;
     for cut in start..end {
         let case = tempfile::tempdir().unwrap();
@@ -254,4 +254,30 @@ async fn unsealed_wal_of_a_crash_becomes_a_segment_on_reopen() {
     db.flush().await.unwrap();
     assert!(data_files(dir.path(), "log").is_empty());
     db.close().await.unwrap();
+}
+
+/// A data file written by another format version is refused by name, not
+/// skipped as damage (its records would be misread or silently dropped).
+#[tokio::test]
+async fn a_file_of_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    make_segments(dir.path(), 50).await;
+    let seg = data_files(dir.path(), "silt")[0].clone();
+    // Rewrite the header as version 1, with a valid header CRC.
+    let mut head = std::fs::read(&seg).unwrap()[..20].to_vec();
+    head[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&head[..16]);
+    head[16..20].copy_from_slice(&crc.to_le_bytes());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&head, 0)
+        .unwrap();
+    match Db::open(dir.path()).await {
+        Err(Error::Corruption { what, .. }) => {
+            assert!(what.contains("format version 1"), "{what}")
+        }
+        other => panic!("expected Corruption, got {other:?}"),
+    }
 }

@@ -312,6 +312,15 @@ async fn run_script(db: &Db, steps: &[Step]) -> Vec<bool> {
     acked
 }
 
+/// Fails (instead of hanging CI) if one phase of an iteration takes
+/// a minute; each normally takes milliseconds.
+async fn hang_guard<T>(what: &str, phase: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(std::time::Duration::from_secs(60), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: {phase} did not finish in 60 s"),
+    }
+}
+
 /// Every key holds the value of its last acknowledged write, or of a write
 /// that failed after it (a failed write may or may not have landed); a
 /// batch is all or nothing.
@@ -396,13 +405,20 @@ async fn io_error_sweep_every_operation() {
                 },
                 persistent,
             }));
-            let acked = run_script(&db, &steps).await;
-            injected += inj.faults_injected();
-            let _ = db.close().await;
             let what = format!("fault at op {k} (persistent: {persistent})");
-            let db = common::open_after_crash(Db::builder(dir.path()).slab_size(64 * 1024)).await;
-            check(&db, &steps, &acked, &what).await;
-            db.close().await.unwrap();
+            let acked = hang_guard(&what, "script", run_script(&db, &steps)).await;
+            injected += inj.faults_injected();
+            let _ = hang_guard(&what, "close", db.close()).await;
+            let db = hang_guard(
+                &what,
+                "reopen",
+                common::open_after_crash(Db::builder(dir.path()).slab_size(64 * 1024)),
+            )
+            .await;
+            hang_guard(&what, "check", check(&db, &steps, &acked, &what)).await;
+            hang_guard(&what, "close after check", db.close())
+                .await
+                .unwrap();
         }
     }
     assert!(
@@ -426,19 +442,23 @@ async fn power_loss_at_every_operation() {
                 .await
                 .unwrap();
             inj.freeze_at(k);
-            let acked = run_script(&db, &steps).await;
-            let _ = db.close().await;
+            let what = format!("power loss at op {k} (torn tail: {torn})");
+            let acked = hang_guard(&what, "script", run_script(&db, &steps)).await;
+            let _ = hang_guard(&what, "close", db.close()).await;
             // Wait for the dead store's threads before rewriting its files.
             common::wait_unlocked(dir.path());
             inj.power_loss(&dir.path().join("data"), torn).unwrap();
-            let what = format!("power loss at op {k} (torn tail: {torn})");
-            let db = Db::builder(dir.path())
-                .slab_size(64 * 1024)
-                .open()
+            let db = hang_guard(
+                &what,
+                "reopen",
+                Db::builder(dir.path()).slab_size(64 * 1024).open(),
+            )
+            .await
+            .unwrap();
+            hang_guard(&what, "check", check(&db, &steps, &acked, &what)).await;
+            hang_guard(&what, "close after check", db.close())
                 .await
                 .unwrap();
-            check(&db, &steps, &acked, &what).await;
-            db.close().await.unwrap();
             points += 1;
         }
     }

@@ -18,18 +18,18 @@ const PUT_ONE: u8 = 1 | 4 | 8;
 fn record_at(slab: &Slab, loc: Location) -> (Vec<u8>, Vec<u8>) {
     let off = loc.offset as usize;
     let head = slab
-        .copy_out(off, 19)
+        .copy_out(off, 11)
         .expect("an indexed record is published");
     let klen = u16::from_le_bytes([head[5], head[6]]) as usize;
     let vlen = u32::from_le_bytes([head[7], head[8], head[9], head[10]]) as usize;
     let rec = slab
-        .copy_out(off, 19 + klen + vlen)
+        .copy_out(off, 11 + klen + vlen)
         .expect("the whole record is published");
     assert_eq!(
         crc32fast::hash(&rec[4..]),
         u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]])
     );
-    (rec[19..19 + klen].to_vec(), rec[19 + klen..].to_vec())
+    (rec[11..11 + klen].to_vec(), rec[11 + klen..].to_vec())
 }
 
 #[test]
@@ -40,8 +40,8 @@ fn overwrite_is_seen_whole_and_never_undone() {
         let index = Arc::new(Index::default());
         let acked = Arc::new(AtomicBool::new(false));
         let hash = 0x5eed_u64;
-        let put = |w: &mut SlabWriter, index: &Index, seq: u64, value: &[u8]| {
-            let off = w.append(PUT_ONE, seq, b"k", value).expect("room");
+        let put = |w: &mut SlabWriter, index: &Index, value: &[u8]| {
+            let off = w.append(PUT_ONE, b"k", value).expect("room");
             w.publish();
             let slab = w.slab();
             index.insert(
@@ -53,7 +53,7 @@ fn overwrite_is_seen_whole_and_never_undone() {
                 |old| record_at(slab, old).0 == b"k",
             );
         };
-        put(&mut w, &index, 1, b"old");
+        put(&mut w, &index, b"old");
 
         let reader = {
             let (slab, index, acked) = (slab.clone(), index.clone(), acked.clone());
@@ -72,7 +72,7 @@ fn overwrite_is_seen_whole_and_never_undone() {
                 }
             })
         };
-        put(&mut w, &index, 2, b"new");
+        put(&mut w, &index, b"new");
         acked.store(true, Ordering::Release);
         reader.join().unwrap();
     });

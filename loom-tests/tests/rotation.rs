@@ -24,10 +24,10 @@ fn reader_keeps_its_value_through_seal_flush_and_swap() {
     loom::model(move || {
         let registry = Arc::new(Registry::new(data_dir.clone()));
         let mut a = SlabWriter::new(1, FILE_HEADER_LEN + 64);
-        let off = a.append(PUT_ONE, 1, b"k", b"v1").expect("room");
+        let off = a.append(PUT_ONE, b"k", b"v1").expect("room");
         a.publish();
         registry.insert(1, Source::Slab(a.slab().clone()));
-        let len = 19 + 1 + 2;
+        let len = 11 + 1 + 2;
 
         // A reader that looked up "k" and got (file 1, off).
         let reader = {
@@ -36,7 +36,7 @@ fn reader_keeps_its_value_through_seal_flush_and_swap() {
                 for _ in 0..2 {
                     let source = registry.get(1).expect("file 1 is never missing");
                     let rec = source.copy_out(off, len).expect("the record is readable");
-                    assert_eq!(&rec[19..], b"kv1", "wrong bytes at the location");
+                    assert_eq!(&rec[11..], b"kv1", "wrong bytes at the location");
                 }
             })
         };

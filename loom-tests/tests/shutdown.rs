@@ -49,13 +49,13 @@ fn close_waits_for_every_sealed_slab_and_never_hangs() {
         let flusher = {
             let (tracker, published) = (tracker.clone(), published.clone());
             thread::spawn(move || {
-                loom::future::block_on(tracker.wait(1));
+                assert!(loom::future::block_on(tracker.wait(1)));
                 assert!(published[1].load(Ordering::Acquire), "flush returned early");
             })
         };
 
         // `close`: wait for everything sealed, then stop the worker.
-        loom::future::block_on(tracker.wait(2));
+        assert!(loom::future::block_on(tracker.wait(2)));
         assert!(
             published[1].load(Ordering::Acquire) && published[2].load(Ordering::Acquire),
             "close returned before every sealed slab was flushed"

@@ -10,15 +10,15 @@ use loom::thread;
 use silt::slab::{SlabWriter, FILE_HEADER_LEN};
 
 /// Minimal record walk over a copied prefix: key_len at [5..7], val_len at
-/// [7..11], header 19 bytes; CRC over everything after the first 4 bytes.
+/// [7..11], header 11 bytes; CRC over everything after the first 4 bytes.
 fn records_in(bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut pos = 0;
-    while pos + 19 <= bytes.len() {
+    while pos + 11 <= bytes.len() {
         let h = &bytes[pos..];
         let klen = u16::from_le_bytes([h[5], h[6]]) as usize;
         let vlen = u32::from_le_bytes([h[7], h[8], h[9], h[10]]) as usize;
-        let end = 19 + klen + vlen;
+        let end = 11 + klen + vlen;
         assert!(end <= h.len(), "a record crosses the watermark");
         let crc = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         assert_eq!(
@@ -26,7 +26,7 @@ fn records_in(bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
             crc,
             "torn record below the watermark"
         );
-        out.push((h[19..19 + klen].to_vec(), h[19 + klen..end].to_vec()));
+        out.push((h[11..11 + klen].to_vec(), h[11 + klen..end].to_vec()));
         pos += end;
     }
     out
@@ -57,8 +57,7 @@ fn reader_sees_whole_records_below_the_watermark() {
             }
         });
         for i in 0..2u8 {
-            w.append(1 | 4 | 8, i as u64 + 1, &[b'a' + i], &[i; 3])
-                .unwrap();
+            w.append(1 | 4 | 8, &[b'a' + i], &[i; 3]).unwrap();
             w.publish();
         }
         reader.join().unwrap();
