@@ -569,9 +569,14 @@ impl Db {
             other => other,
         };
         self.shared().closed.store(true, Ordering::Release);
-        // A background compaction still running finishes (or fails, the
-        // writer being gone) before the lock is released: no file of this
-        // store is deleted after `close` returns.
+        // Stop background GC (aborting at an await point is safe: a
+        // compaction deletes a file only after its moves are durable, in
+        // one step without an await), then wait for any compaction still
+        // holding the lock: no file of this store is deleted after `close`
+        // returns.
+        if let Some(gc) = crate::sync::lock(&self.shared().gc_task).take() {
+            gc.abort();
+        }
         drop(self.shared().compacting.lock().await);
         // The writer dropped the threads' channels before replying, so they
         // are exiting: wait for them, so nothing of this store runs on.

@@ -154,7 +154,9 @@ pub(crate) fn spawn_background(
         return;
     }
     shared.gc_wake.notify_one();
-    rt.spawn(async move {
+    let task_shared = shared.clone();
+    let task = rt.spawn(async move {
+        let shared = task_shared;
         loop {
             shared.gc_wake.notified().await;
             if shared.check_open().is_err() {
@@ -166,6 +168,7 @@ pub(crate) fn spawn_background(
             }
         }
     });
+    *lock(&shared.gc_task) = Some(task.abort_handle());
 }
 
 async fn ask<T>(

@@ -83,7 +83,7 @@ fn check_version(path: &Path, head: &[u8]) -> Result<()> {
         Some(v) if v != FORMAT_VERSION => Err(Error::corruption(
             path,
             8,
-            &format!("written by an incompatible silt (format version {v}; this build reads {FORMAT_VERSION})"),
+            format!("written by an incompatible silt (format version {v}; this build reads {FORMAT_VERSION})"),
         )),
         _ => Ok(()),
     }

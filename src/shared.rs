@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub gc_wake: Notify,
     /// Held by the one compaction that may run at a time.
     pub compacting: tokio::sync::Mutex<()>,
+    /// The background GC task, aborted by `close`.
+    pub gc_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Whether the file system accepted O_DIRECT for WAL writes.
     pub wal_direct: Arc<AtomicBool>,
     /// Set once `close` ran (or the writer stopped): calls return `Closed`.
@@ -97,6 +99,7 @@ impl Shared {
             space: Default::default(),
             gc_wake: Notify::new(),
             compacting: tokio::sync::Mutex::new(()),
+            gc_task: Mutex::new(None),
             wal_direct: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
