@@ -55,7 +55,7 @@ fn reader_keeps_its_value_through_seal_flush_and_swap() {
                     .copy_out(0, sealed.published())
                     .expect("sealed bytes");
                 let scan = scan_records(&image, true);
-                let (footer_off, tail) = encode_footer(&scan.entries, scan.valid_end, scan.max_seq);
+                let (footer_off, tail) = encode_footer(&scan.entries, scan.valid_end);
                 let mut file = image;
                 file.resize(footer_off, 0);
                 file.extend_from_slice(&tail);
