@@ -280,6 +280,16 @@ async fn compact_segment(
     }
     // The moved records must be durable before the only other copy goes.
     ask(tx, |reply| Request::Sync { reply }).await?;
+    drop_segment(shared, id, "delete compacted segment")?;
+    report.files_rewritten += 1;
+    report.bytes_reclaimed += (seg.len() as u64).saturating_sub(written);
+    Ok(())
+}
+
+/// Forgets segment `id` (registry, space accounting), deletes its file and
+/// fsyncs the directory: the last step of both compaction and eviction,
+/// once nothing in the index points into it.
+fn drop_segment(shared: &Shared, id: u32, op: &'static str) -> Result<()> {
     shared.registry.remove(id);
     shared.space.forget(id);
     let dir = shared.registry.data_dir();
@@ -287,14 +297,11 @@ async fn compact_segment(
     shared
         .vfs
         .remove_file(&path)
-        .map_err(|e| Error::io("delete compacted segment", &path, e))?;
+        .map_err(|e| Error::io(op, &path, e))?;
     shared
         .vfs
         .sync_dir(dir)
-        .map_err(|e| Error::io("fsync data directory", dir, e))?;
-    report.files_rewritten += 1;
-    report.bytes_reclaimed += (seg.len() as u64).saturating_sub(written);
-    Ok(())
+        .map_err(|e| Error::io("fsync data directory", dir, e))
 }
 
 /// Sends moves in chunks; each reply means the writer appended or dropped
@@ -426,18 +433,7 @@ fn evict(shared: &Shared, segment: &Arc<Segment>) -> Result<()> {
         };
         shared.index.remove(e.hash, |loc| loc == here);
     }
-    shared.registry.remove(id);
-    shared.space.forget(id);
-    let dir = shared.registry.data_dir();
-    let path = segment_path(dir, id);
-    shared
-        .vfs
-        .remove_file(&path)
-        .map_err(|e| Error::io("delete evicted segment", &path, e))?;
-    shared
-        .vfs
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync data directory", dir, e))?;
+    drop_segment(shared, id, "delete evicted segment")?;
     shared.counters.evictions.fetch_add(1, Ordering::Relaxed);
     shared
         .counters
