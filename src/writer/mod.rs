@@ -7,6 +7,9 @@
 //! write is in flight the next group accumulates (pipelining). The task never
 //! blocks: file I/O happens on the log thread and the flush workers.
 
+mod relocate;
+mod xl_put;
+
 use crate::backpressure::SealedBudget;
 use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
@@ -19,9 +22,7 @@ use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::space::SpaceDelta;
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError};
-use crate::xl::write_xl_segment;
 use bytes::Bytes;
-use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -420,120 +421,6 @@ impl Writer {
                 deferred,
                 reply,
             } => self.relocate(moves, deferred, reply).await,
-        }
-    }
-
-    /// A put too large for a slab: its own segment file (see `xl.rs`). Every
-    /// earlier write is made durable and sealed first and later ones wait,
-    /// so file ids keep the order of writes. Other writes stall meanwhile
-    /// (about a second per GiB here).
-    async fn put_xl(&mut self, key: Bytes, value: Bytes) -> Result<()> {
-        self.seal_all().await?;
-        let id = self.next_file_id;
-        self.next_file_id += 1;
-        let shared = self.shared.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let _span = tracing::info_span!("xl_put", file_id = id, bytes = value.len()).entered();
-            let dir = shared.registry.data_dir();
-            let size = crate::xl::file_len(key.len(), value.len());
-            let reservation = crate::gc::reserve(&shared, size)?;
-            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, &key, &value)?;
-            reservation.publish(|| {
-                shared
-                    .registry
-                    .insert(id, Source::Segment(Arc::new(segment)));
-                Ok(())
-            })?;
-            Ok::<_, Error>((key, len))
-        })
-        .await
-        .map_err(|_| Error::Closed)??;
-        let (key, len) = written;
-        let loc = Location {
-            file_id: id,
-            offset: FILE_HEADER_LEN as u32,
-        };
-        self.apply(Group {
-            updates: vec![Update {
-                key,
-                loc,
-                len,
-                change: Change::Put,
-            }],
-            waiters: Vec::new(),
-        });
-        Ok(())
-    }
-
-    /// Appends GC's moves that are still needed, each as its own atomic
-    /// write. A move whose key has a write not yet applied is deferred (that
-    /// write may still fail); one whose key no longer points at the moved
-    /// record, or (a tombstone) has a value again, is dropped. GC checks
-    /// afterwards that nothing live is left in the file before deleting it.
-    async fn relocate(
-        &mut self,
-        moves: Vec<Op>,
-        deferred: oneshot::Sender<Vec<Op>>,
-        reply: oneshot::Sender<Result<()>>,
-    ) {
-        if let Err(e) = self.shared.check_poisoned() {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        let inflight = self.inflight.iter().flat_map(|i| &i.group.updates);
-        let busy: HashSet<u64> = self
-            .pending
-            .updates
-            .iter()
-            .chain(inflight)
-            .map(|u| key_hash(&u.key))
-            .collect();
-        let mut later = Vec::new();
-        let mut appended = 0;
-        for op in moves {
-            if busy.contains(&key_hash(op.key())) {
-                later.push(op);
-                continue;
-            }
-            if !self.move_needed(&op) {
-                continue;
-            }
-            match self.append(std::slice::from_ref(&op)).await {
-                Ok(updates) => {
-                    self.pending.updates.extend(updates);
-                    appended += 1;
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-            }
-        }
-        let _ = deferred.send(later);
-        if appended == 0 && self.pending.is_empty() && self.inflight.is_none() {
-            let _ = reply.send(Ok(()));
-        } else {
-            // Acknowledged with the pending group: after it, and every
-            // write before it, is applied.
-            self.pending.waiters.push(reply);
-        }
-    }
-
-    fn move_needed(&self, op: &Op) -> bool {
-        let shared = &self.shared;
-        let hash = key_hash(op.key());
-        match op {
-            Op::Move { from, .. } => matches!(
-                shared.index.get(hash, |l| Ok::<_, Error>(l == *from)),
-                Ok(Some(_))
-            ),
-            // A read error keeps the tombstone: dropping one wrongly could
-            // bring a deleted key back.
-            Op::MoveTombstone(key) => !matches!(
-                shared.index.get(hash, |l| shared.registry.key_is(l, key)),
-                Ok(Some(_))
-            ),
-            Op::Put(..) | Op::Delete(_) => true,
         }
     }
 
