@@ -14,29 +14,78 @@ use std::time::{Duration, Instant};
 use workloads::{print_table, Row};
 
 fn main() {
-    let bytes: u64 = std::env::var("SILT_BENCH_BYTES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2 << 30);
+    let env_num = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let bytes = env_num("SILT_BENCH_BYTES", 2 << 30);
+    // This VM's disk varies by ±25 % from one run to the next, so fio and
+    // silt run interleaved, several rounds, and each row is the median.
+    let rounds = env_num("SILT_BENCH_ROUNDS", 5).max(1) as usize;
     let (tmp, rt) = bench_env::bench_env();
-    // SILT_BENCH_ONLY=large|small|fio runs one part (for profiling).
+    // SILT_BENCH_ONLY=large,small,fio (any of them) runs those parts.
     let only = std::env::var("SILT_BENCH_ONLY").unwrap_or_default();
-    let want = |part: &str| only.is_empty() || only == part;
-    let mut rows = Vec::new();
-    if want("fio") {
-        rows.extend(fio(tmp.path(), bytes, false));
-        rows.extend(fio(tmp.path(), bytes, true));
-    }
-    for backend in [IoBackend::Std, IoBackend::Uring] {
-        if want("large") {
-            rows.push(rt.block_on(large_values(tmp.path(), backend, bytes)));
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    let mut runs: Vec<Vec<Row>> = Vec::new();
+    let mut record = |slot: usize, row: Option<Row>| {
+        if let Some(row) = row {
+            if runs.len() <= slot {
+                runs.resize(slot + 1, Vec::new());
+            }
+            runs[slot].push(row);
         }
-        if want("small") {
-            rows.push(rt.block_on(small_sync(tmp.path(), backend, 200_000)));
+    };
+    for _ in 0..rounds {
+        let mut slot = 0;
+        let mut next = || {
+            slot += 1;
+            slot - 1
+        };
+        if want("fio") {
+            record(next(), fio(tmp.path(), bytes, false));
+            record(next(), fio(tmp.path(), bytes, true));
+        }
+        for backend in [IoBackend::Std, IoBackend::Uring] {
+            if want("large") {
+                record(
+                    next(),
+                    Some(rt.block_on(large_values(tmp.path(), backend, bytes))),
+                );
+            }
+            if want("small") {
+                record(
+                    next(),
+                    Some(rt.block_on(small_sync(tmp.path(), backend, 200_000))),
+                );
+            }
         }
     }
-    println!("\nsilt I/O backends: {} MiB of 64 KiB values and 200k 100 B values, Durability::Sync, 64 tasks\n", bytes >> 20);
+    let rows: Vec<Row> = runs.into_iter().filter_map(median).collect();
+    println!(
+        "\nsilt I/O backends: {} MiB of 64 KiB values and 200k 100 B values, Durability::Sync, 64 tasks; median of {rounds} interleaved rounds\n",
+        bytes >> 20
+    );
     print_table(&rows);
+}
+
+/// The run with the median time, its note extended by the spread.
+fn median(mut runs: Vec<Row>) -> Option<Row> {
+    runs.sort_by_key(|r| r.elapsed);
+    let (lo, hi) = (runs.last()?.mb_per_sec(), runs.first()?.mb_per_sec());
+    let n = runs.len();
+    let mut row = runs.swap_remove(n / 2);
+    if n > 1 {
+        let spread = if row.bytes >> 20 > 100 {
+            format!("{lo:.0}–{hi:.0} MB/s")
+        } else {
+            let ops = |mb: f64| mb * 1e6 / (row.bytes as f64 / row.ops as f64);
+            format!("{:.0}–{:.0} ops/s", ops(lo), ops(hi))
+        };
+        row.note = format!("{}; range {spread}", row.note);
+    }
+    Some(row)
 }
 
 /// fio: O_DIRECT sequential writes of the same volume. The target shape
@@ -133,8 +182,9 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64) -> Row {
         elapsed,
         bytes: values * (64 << 10),
         note: format!(
-            "avg group {:.1}, {} slabs recycled",
-            st.avg_group_size, st.slabs_recycled
+            "avg group {:.1}, {:.2} groups/fdatasync",
+            st.avg_group_size,
+            groups_per_sync(&st)
         ),
     }
 }
@@ -144,11 +194,14 @@ async fn small_sync(dir: &Path, backend: IoBackend, n: u64) -> Row {
     let path = dir.join(format!("small-{backend:?}"));
     let db = open(&path, backend).open().await.expect("open");
     let mut row = workloads::fill_concurrent(&db, 0, n, 64).await;
-    row.name = format!(
-        "silt {:?}: 100 B values, 64 tasks, Sync",
-        db.stats().io_backend
-    );
+    let st = db.stats();
+    row.name = format!("silt {:?}: 100 B values, 64 tasks, Sync", st.io_backend);
+    row.note = format!("{}, {:.2} groups/fdatasync", row.note, groups_per_sync(&st));
     db.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&path);
     row
+}
+
+fn groups_per_sync(st: &silt::Stats) -> f64 {
+    st.commit_groups as f64 / st.wal_syncs.max(1) as f64
 }

@@ -398,7 +398,7 @@ impl Builder {
                 sync,
             );
             Some(if sync {
-                Wal::spawn_thread(files, &shared.threads)?
+                Wal::spawn_thread(files, shared.wal_syncs.clone(), &shared.threads)?
             } else {
                 Wal::Inline(files)
             })

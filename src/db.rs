@@ -77,6 +77,9 @@ pub struct Stats {
     /// Whether WAL files are written with O_DIRECT (false for `Buffered`, on
     /// file systems that refuse O_DIRECT, or with `direct_io(false)`).
     pub wal_direct_io: bool,
+    /// fdatasyncs of WAL files (`Sync`): fewer than `commit_groups` when one
+    /// fdatasync covered several groups written while the previous one ran.
+    pub wal_syncs: u64,
     /// The durability mode.
     pub durability: Durability,
 }
@@ -545,6 +548,7 @@ impl Db {
             gc_reclaimed_bytes: c.gc_reclaimed_bytes.load(Ordering::Relaxed),
             io_backend: s.backend,
             wal_direct_io: s.wal_direct.load(Ordering::Relaxed),
+            wal_syncs: s.wal_syncs.load(Ordering::Relaxed),
             durability: s.config.durability,
         }
     }

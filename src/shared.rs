@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub gc_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Whether the file system accepted O_DIRECT for WAL writes.
     pub wal_direct: Arc<AtomicBool>,
+    /// fdatasyncs of WAL files by the log sync thread.
+    pub wal_syncs: Arc<AtomicU64>,
     /// Set once `close` ran (or the writer stopped): calls return `Closed`.
     pub closed: AtomicBool,
     /// The flock'ed `LOCK` file; dropped by `close`.
@@ -101,6 +103,7 @@ impl Shared {
             compacting: tokio::sync::Mutex::new(()),
             gc_task: Mutex::new(None),
             wal_direct: Arc::new(AtomicBool::new(false)),
+            wal_syncs: Arc::new(AtomicU64::new(0)),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
             threads: Mutex::new(Vec::new()),

@@ -2,9 +2,11 @@
 //! `data/<id>.log` at the same offsets (the WAL *is* the future segment).
 //!
 //! Two ways to run it, chosen by measurement (docs/decisions.md):
-//! - `Durability::Sync`: a log thread does the write and the fdatasync, so
-//!   the writer task never waits on the device; replies come back over
-//!   oneshot channels while the next group accumulates.
+//! - `Durability::Sync`: two log threads, one writing groups in order and
+//!   one fdatasyncing what was written, so the writer task never waits on
+//!   the device and a group's write overlaps the previous group's
+//!   fdatasync; replies come back over oneshot channels while the next
+//!   group accumulates.
 //! - `Durability::Buffered`: the write is a copy into the page cache, so the
 //!   writer task does it inline: a round trip to a thread costs two
 //!   cross-thread wake-ups (~60 µs here), the write itself ~2 µs.
@@ -14,7 +16,7 @@ use crate::io::aligned::{AlignedBuf, PAGE};
 use crate::io::{write_slab_range, FileIo, Vfs};
 use crate::registry::log_path;
 use crate::slab::Slab;
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -94,6 +96,16 @@ impl WalFiles {
         to: usize,
         sync: bool,
     ) -> Result<(), WalError> {
+        let file = self.write_range(slab, from, to)?;
+        if sync {
+            file.sync(&self.data_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes slab bytes `[from, to)` to the slab's file (created on first
+    /// use); returns the file, for the fdatasync that makes them durable.
+    fn write_range(&mut self, slab: &Slab, from: usize, to: usize) -> Result<SyncTarget, WalError> {
         let id = slab.file_id();
         let path = log_path(&self.data_dir, id);
         if !self.files.contains_key(&id) {
@@ -129,12 +141,10 @@ impl WalFiles {
             zero_range(&*file.io, to, file.written_end, file.direct).map_err(write_err)?;
             file.written_end = to;
         }
-        if sync {
-            file.io
-                .sync_data()
-                .map_err(|e| WalError::Sync(Error::io("fdatasync WAL", &path, e)))?;
-        }
-        Ok(())
+        Ok(SyncTarget {
+            file_id: id,
+            io: file.io.clone(),
+        })
     }
 
     /// The slab was sealed: close its file (the flush worker reopens it).
@@ -180,59 +190,165 @@ fn zero_range(file: &dyn FileIo, from: usize, to: usize, direct: bool) -> std::i
     Ok(())
 }
 
-/// Work for the log thread. Jobs run strictly in order, one at a time.
+/// A WAL file whose writes have completed; an fdatasync started from now
+/// on makes them durable.
+#[derive(Debug)]
+struct SyncTarget {
+    file_id: u32,
+    io: Arc<dyn FileIo>,
+}
+
+impl SyncTarget {
+    fn sync(&self, dir: &std::path::Path) -> Result<(), WalError> {
+        self.io
+            .sync_data()
+            .map_err(|e| WalError::Sync(Error::io("fdatasync WAL", log_path(dir, self.file_id), e)))
+    }
+}
+
+/// Work for the log thread. Writes run strictly in order, one at a time.
 #[derive(Debug)]
 pub(crate) enum LogJob {
-    /// See [`WalFiles::write`].
+    /// See [`WalFiles::write`]. `epoch` counts the writer's rollbacks: after
+    /// a write fails, the jobs of the same epoch already queued behind it
+    /// are refused without touching the file (their records are being
+    /// rolled back; the writer resends from the failed write's start with
+    /// the next epoch).
     Write {
         slab: Arc<Slab>,
         from: usize,
         to: usize,
         sync: bool,
+        epoch: u64,
         reply: oneshot::Sender<Result<(), WalError>>,
     },
     /// See [`WalFiles::retire`].
     Retire { file_id: u32 },
 }
 
+/// A completed write waiting for its fdatasync.
+#[derive(Debug)]
+struct SyncJob {
+    target: SyncTarget,
+    reply: oneshot::Sender<Result<(), WalError>>,
+}
+
 /// Where the WAL is written from.
 #[derive(Debug)]
 pub(crate) enum Wal {
-    /// On the log thread (Sync). Dropping the sender stops the thread.
+    /// On the log threads (Sync). Dropping the sender stops them.
     Thread(crossbeam_channel::Sender<LogJob>),
     /// On the writer task itself (Buffered).
     Inline(WalFiles),
 }
 
 impl Wal {
-    /// Starts the log thread that owns `files`; its handle goes to
-    /// `threads` (joined by `close`).
+    /// Starts the log threads that own `files`: `silt-log` writes each group
+    /// and hands its file to `silt-log-sync`, which fdatasyncs and replies.
+    /// So group N's fdatasync runs while group N+1 is written (the writer
+    /// keeps two groups in flight), and one fdatasync covers every write
+    /// that completed before it started. Handles go to `threads` (joined by
+    /// `close`).
     pub fn spawn_thread(
-        mut files: WalFiles,
+        files: WalFiles,
+        syncs: Arc<AtomicU64>,
         threads: &crate::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     ) -> Result<Wal> {
         let (tx, rx) = crossbeam_channel::unbounded::<LogJob>();
+        let (sync_tx, sync_rx) = crossbeam_channel::unbounded::<SyncJob>();
         let dir = files.data_dir.clone();
-        let handle = std::thread::Builder::new()
-            .name("silt-log".into())
-            .spawn(move || {
-                for job in rx {
-                    match job {
-                        LogJob::Write {
-                            slab,
-                            from,
-                            to,
-                            sync,
-                            reply,
-                        } => {
-                            let _ = reply.send(files.write(&slab, from, to, sync));
-                        }
-                        LogJob::Retire { file_id } => files.retire(file_id),
-                    }
-                }
-            })
-            .map_err(|e| Error::io("spawn log thread", dir, e))?;
-        crate::sync::lock(threads).push(handle);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| Error::io("spawn log thread", &dir, e))
+        };
+        let sync_dir = dir.clone();
+        let syncer = spawn(
+            "silt-log-sync",
+            Box::new(move || sync_loop(&sync_dir, sync_rx, &syncs)),
+        )?;
+        crate::sync::lock(threads).push(syncer);
+        let writer = spawn("silt-log", Box::new(move || write_loop(files, rx, sync_tx)))?;
+        crate::sync::lock(threads).push(writer);
         Ok(Wal::Thread(tx))
     }
+}
+
+fn write_loop(
+    mut files: WalFiles,
+    rx: crossbeam_channel::Receiver<LogJob>,
+    sync_tx: crossbeam_channel::Sender<SyncJob>,
+) {
+    let mut refused: Option<(u64, WalError)> = None;
+    for job in rx {
+        let (slab, from, to, sync, epoch, reply) = match job {
+            LogJob::Write {
+                slab,
+                from,
+                to,
+                sync,
+                epoch,
+                reply,
+            } => (slab, from, to, sync, epoch, reply),
+            LogJob::Retire { file_id } => {
+                files.retire(file_id);
+                continue;
+            }
+        };
+        if let Some((failed, e)) = &refused {
+            if *failed == epoch {
+                let _ = reply.send(Err(e.clone()));
+                continue;
+            }
+        }
+        match files.write_range(&slab, from, to) {
+            Ok(target) if sync => {
+                // If the sync thread is gone, the dropped reply reads as
+                // closed to the writer.
+                let _ = sync_tx.send(SyncJob { target, reply });
+            }
+            Ok(_) => {
+                let _ = reply.send(Ok(()));
+            }
+            Err(e) => {
+                refused = Some((epoch, e.clone()));
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// fdatasyncs every file the queued jobs wrote, once, then replies to all of
+/// them in order. After a failed fdatasync nothing is called durable again
+/// (a later success proves nothing about pages the kernel dropped).
+fn sync_loop(dir: &std::path::Path, rx: crossbeam_channel::Receiver<SyncJob>, syncs: &AtomicU64) {
+    let mut failed: Option<WalError> = None;
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        batch.extend(rx.try_iter());
+        let res = match &failed {
+            Some(e) => Err(e.clone()),
+            None => sync_files(dir, &batch, syncs),
+        };
+        if let Err(e) = &res {
+            failed = Some(e.clone());
+        }
+        for job in batch.drain(..) {
+            let _ = job.reply.send(res.clone());
+        }
+    }
+}
+
+fn sync_files(dir: &std::path::Path, batch: &[SyncJob], syncs: &AtomicU64) -> Result<(), WalError> {
+    let mut done: Vec<u32> = Vec::with_capacity(2);
+    for job in batch {
+        if !done.contains(&job.target.file_id) {
+            job.target.sync(dir)?;
+            syncs.fetch_add(1, Ordering::Relaxed);
+            done.push(job.target.file_id);
+        }
+    }
+    Ok(())
 }

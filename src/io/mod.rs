@@ -80,17 +80,14 @@ pub(crate) fn write_slab_range(
     }
     let start = page_floor(from);
     let full_end = page_floor(to).max(start);
-    if full_end > start {
-        let bytes = slab
-            .bytes(start, full_end - start)
-            .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
-        let writes: Vec<(&[u8], u64)> = bytes
-            .chunks(WRITE_CHUNK)
-            .enumerate()
-            .map(|(i, c)| (c, (start + i * WRITE_CHUNK) as u64))
-            .collect();
-        file.write_many(&writes)?;
-    }
+    let full = slab
+        .bytes(start, full_end - start)
+        .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
+    let mut writes: Vec<(&[u8], u64)> = full
+        .chunks(WRITE_CHUNK)
+        .enumerate()
+        .map(|(i, c)| (c, (start + i * WRITE_CHUNK) as u64))
+        .collect();
     if to > full_end {
         let tail = slab
             .bytes(full_end, to - full_end)
@@ -98,8 +95,10 @@ pub(crate) fn write_slab_range(
         let page = &mut bounce.as_mut_slice()[..PAGE];
         page[..tail.len()].copy_from_slice(tail);
         page[tail.len()..].fill(0);
-        file.write_at(page, full_end as u64)?;
+        // With the full pages, so a backend submits them all at once.
+        writes.push((&*page, full_end as u64));
     }
+    file.write_many(&writes)?;
     debug_assert!(page_ceil(to) >= full_end);
     Ok(())
 }

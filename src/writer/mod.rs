@@ -3,9 +3,10 @@
 //!
 //! Group commit: drain the request queue (`recv_many`), append the group's
 //! records to the slab, hand the new pages to the log thread, and once the
-//! group's durability is met, update the index and acknowledge. While one WAL
-//! write is in flight the next group accumulates (pipelining). The task never
-//! blocks: file I/O happens on the log thread and the flush workers.
+//! group's durability is met, update the index and acknowledge. Up to
+//! `WAL_DEPTH` groups are in flight (one written while the one before it is
+//! fdatasync'ed) while the next accumulates. The task never blocks: file I/O
+//! happens on the log threads and the flush workers.
 
 mod relocate;
 mod xl_put;
@@ -23,11 +24,16 @@ use crate::space::SpaceDelta;
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError};
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests taken from the queue into one group.
 const MAX_GROUP: usize = 1024;
+
+/// Groups handed to the log threads and not yet acknowledged: one being
+/// fdatasync'ed while the next is written (docs/decisions.md).
+const WAL_DEPTH: usize = 2;
 
 /// One write operation.
 #[derive(Debug, Clone)]
@@ -160,7 +166,10 @@ pub(crate) struct Writer {
     pending: Group,
     /// Slab offset of the pending group's first record.
     pending_start: usize,
-    inflight: Option<Inflight>,
+    /// Oldest first; at most `WAL_DEPTH`.
+    inflight: VecDeque<Inflight>,
+    /// Bumped by each rolled-back WAL write; see `LogJob::Write`.
+    wal_epoch: u64,
     highest_sealed: u32,
     recovered: Vec<(Arc<Slab>, usize)>,
 }
@@ -200,7 +209,8 @@ impl Writer {
             next_file_id: init.next_file_id,
             pending: Group::default(),
             pending_start: 0,
-            inflight: None,
+            inflight: VecDeque::with_capacity(WAL_DEPTH),
+            wal_epoch: 0,
             highest_sealed: 0,
             recovered: init.recovered,
         }
@@ -218,7 +228,7 @@ impl Writer {
         let mut reqs = Vec::with_capacity(MAX_GROUP);
         let mut close_reply = None;
         loop {
-            let event = match self.inflight.as_mut() {
+            let event = match self.inflight.front_mut() {
                 Some(inf) => tokio::select! {
                     biased;
                     r = &mut inf.rx => Event::Logged(r.unwrap_or(Err(WalError::Sync(Error::Closed)))),
@@ -228,7 +238,7 @@ impl Writer {
             };
             match event {
                 Event::Logged(res) => {
-                    if let Some(inf) = self.inflight.take() {
+                    if let Some(inf) = self.inflight.pop_front() {
                         self.complete(inf.group, inf.start, inf.from, res);
                     }
                 }
@@ -253,11 +263,12 @@ impl Writer {
         }
     }
 
-    /// Submits the pending group if nothing is in flight (WAL modes), or
+    /// Submits the pending group if fewer than `WAL_DEPTH` are in flight
+    /// (WAL modes), or
     /// completes it at once (Durability::None: durable once in the slab
     /// means "in memory"; the flush makes it durable later).
     fn advance(&mut self) {
-        if self.pending.is_empty() || self.inflight.is_some() {
+        if self.pending.is_empty() || self.inflight.len() >= WAL_DEPTH {
             return;
         }
         if let Some(w) = &self.active {
@@ -288,13 +299,14 @@ impl Writer {
                     from,
                     to,
                     sync: self.shared.config.durability == Durability::Sync,
+                    epoch: self.wal_epoch,
                     reply,
                 };
                 if tx.send(job).is_err() {
                     self.complete(group, start, from, Err(WalError::Sync(Error::Closed)));
                     return;
                 }
-                self.inflight = Some(Inflight {
+                self.inflight.push_back(Inflight {
                     group,
                     start,
                     from,
@@ -328,15 +340,27 @@ impl Writer {
                 tracing::warn!(error = %e, "WAL write failed; the group's writes are refused");
                 // The failed write may have left anything from `from` on
                 // (for a new file, even its header page): the next write
-                // starts there again.
+                // starts there again, in a new epoch (the log thread refuses
+                // the groups queued behind the failed one, so no write reads
+                // the slab while it is rolled back).
+                self.wal_epoch += 1;
                 if let Some(w) = &mut self.active {
                     w.rollback(start);
                     self.logged_upto = self.logged_upto.min(from).min(start);
                 }
             }
         }
+        // Groups behind a failed one fail with it, whatever their own reply:
+        // after a failed fdatasync a later one proves nothing.
+        let inflight: Vec<Group> = self.inflight.drain(..).map(|i| i.group).collect();
         let later = std::mem::take(&mut self.pending);
-        for w in group.waiters.into_iter().chain(later.waiters) {
+        let waiters = inflight.into_iter().flat_map(|g| g.waiters);
+        for w in group
+            .waiters
+            .into_iter()
+            .chain(waiters)
+            .chain(later.waiters)
+        {
             let _ = w.send(Err(e.clone()));
         }
     }
@@ -496,15 +520,16 @@ impl Writer {
         Ok(updates)
     }
 
-    /// Waits for the WAL write in flight, then writes and waits for the
-    /// pending group, so everything appended is durable (or failed).
+    /// Submits the pending group and waits for every group in flight, so
+    /// everything appended is durable (or failed).
     async fn drain_wal(&mut self) {
-        for _ in 0..2 {
-            if let Some(inf) = self.inflight.take() {
-                let res = inf.rx.await.unwrap_or(Err(WalError::Sync(Error::Closed)));
-                self.complete(inf.group, inf.start, inf.from, res);
-            }
+        loop {
             self.advance();
+            let Some(inf) = self.inflight.pop_front() else {
+                return;
+            };
+            let res = inf.rx.await.unwrap_or(Err(WalError::Sync(Error::Closed)));
+            self.complete(inf.group, inf.start, inf.from, res);
         }
     }
 

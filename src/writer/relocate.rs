@@ -53,7 +53,7 @@ impl Writer {
             }
         }
         let _ = deferred.send(later);
-        if appended == 0 && self.pending.is_empty() && self.inflight.is_none() {
+        if appended == 0 && self.pending.is_empty() && self.inflight.is_empty() {
             let _ = reply.send(Ok(()));
         } else {
             // Acknowledged with the pending group: after it, and every
