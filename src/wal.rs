@@ -220,6 +220,9 @@ pub(crate) enum LogJob {
         to: usize,
         sync: bool,
         epoch: u64,
+        /// Signalled when the write is done (or refused), before its
+        /// fdatasync: the writer sends the next group then.
+        written: oneshot::Sender<()>,
         reply: oneshot::Sender<Result<(), WalError>>,
     },
     /// See [`WalFiles::retire`].
@@ -282,15 +285,16 @@ fn write_loop(
 ) {
     let mut refused: Option<(u64, WalError)> = None;
     for job in rx {
-        let (slab, from, to, sync, epoch, reply) = match job {
+        let (slab, from, to, sync, epoch, written, reply) = match job {
             LogJob::Write {
                 slab,
                 from,
                 to,
                 sync,
                 epoch,
+                written,
                 reply,
-            } => (slab, from, to, sync, epoch, reply),
+            } => (slab, from, to, sync, epoch, written, reply),
             LogJob::Retire { file_id } => {
                 files.retire(file_id);
                 continue;
@@ -299,10 +303,13 @@ fn write_loop(
         if let Some((failed, e)) = &refused {
             if *failed == epoch {
                 let _ = reply.send(Err(e.clone()));
+                let _ = written.send(());
                 continue;
             }
         }
-        match files.write_range(&slab, from, to) {
+        let res = files.write_range(&slab, from, to);
+        let _ = written.send(());
+        match res {
             Ok(target) if sync => {
                 // If the sync thread is gone, the dropped reply reads as
                 // closed to the writer.
