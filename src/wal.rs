@@ -17,7 +17,7 @@ use crate::io::{write_slab_range, FileIo, Vfs};
 use crate::registry::log_path;
 use crate::slab::Slab;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -206,33 +206,46 @@ impl SyncTarget {
     }
 }
 
-/// Work for the log thread. Writes run strictly in order, one at a time.
+/// One group's WAL write; see [`WalFiles::write`].
+#[derive(Debug)]
+pub(crate) struct WalWrite {
+    pub slab: Arc<Slab>,
+    pub from: usize,
+    pub to: usize,
+    pub sync: bool,
+    /// Counts the writer's rollbacks: after a write fails, the jobs of the
+    /// same epoch already queued behind it are refused without touching the
+    /// file (their records are being rolled back; the writer resends from
+    /// the failed write's start with the next epoch).
+    pub epoch: u64,
+    pub reply: oneshot::Sender<Result<(), WalError>>,
+}
+
+impl WalWrite {
+    /// Whether `next` continues this write in the same file, so both can go
+    /// as one.
+    fn continued_by(&self, next: &WalWrite) -> bool {
+        next.slab.file_id() == self.slab.file_id()
+            && next.from == self.to
+            && next.epoch == self.epoch
+            && next.sync == self.sync
+    }
+}
+
+/// Work for the log thread, done strictly in order.
 #[derive(Debug)]
 pub(crate) enum LogJob {
-    /// See [`WalFiles::write`]. `epoch` counts the writer's rollbacks: after
-    /// a write fails, the jobs of the same epoch already queued behind it
-    /// are refused without touching the file (their records are being
-    /// rolled back; the writer resends from the failed write's start with
-    /// the next epoch).
-    Write {
-        slab: Arc<Slab>,
-        from: usize,
-        to: usize,
-        sync: bool,
-        epoch: u64,
-        /// Signalled when the write is done (or refused), before its
-        /// fdatasync: the writer sends the next group then.
-        written: oneshot::Sender<()>,
-        reply: oneshot::Sender<Result<(), WalError>>,
-    },
+    Write(WalWrite),
     /// See [`WalFiles::retire`].
-    Retire { file_id: u32 },
+    Retire {
+        file_id: u32,
+    },
 }
 
 /// A completed write waiting for its fdatasync.
 #[derive(Debug)]
 struct SyncJob {
-    target: SyncTarget,
+    target: Arc<SyncTarget>,
     reply: oneshot::Sender<Result<(), WalError>>,
 }
 
@@ -246,11 +259,11 @@ pub(crate) enum Wal {
 }
 
 impl Wal {
-    /// Starts the log threads that own `files`: `silt-log` writes each group
-    /// and hands its file to `silt-log-sync`, which fdatasyncs and replies.
-    /// So group N's fdatasync runs while group N+1 is written (the writer
-    /// keeps two groups in flight), and one fdatasync covers every write
-    /// that completed before it started. Handles go to `threads` (joined by
+    /// Starts the log threads that own `files`: `silt-log` writes groups
+    /// and hands their file to `silt-log-sync`, which fdatasyncs and
+    /// replies. So a group's fdatasync runs while the next groups are
+    /// written, and one fdatasync covers every write that completed before
+    /// it started. Handles go to `threads` (joined by
     /// `close`).
     pub fn spawn_thread(
         files: WalFiles,
@@ -278,49 +291,72 @@ impl Wal {
     }
 }
 
+/// Writes groups in order, one write at a time. Groups queued while a write
+/// ran go together as one write (they are contiguous in the slab), so the
+/// device gets large writes back to back without waiting for the writer.
 fn write_loop(
     mut files: WalFiles,
     rx: crossbeam_channel::Receiver<LogJob>,
     sync_tx: crossbeam_channel::Sender<SyncJob>,
 ) {
     let mut refused: Option<(u64, WalError)> = None;
-    for job in rx {
-        let (slab, from, to, sync, epoch, written, reply) = match job {
-            LogJob::Write {
-                slab,
-                from,
-                to,
-                sync,
-                epoch,
-                written,
-                reply,
-            } => (slab, from, to, sync, epoch, written, reply),
+    let mut queue: VecDeque<LogJob> = VecDeque::new();
+    loop {
+        let job = match queue.pop_front() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let first = match job {
+            LogJob::Write(w) => w,
             LogJob::Retire { file_id } => {
                 files.retire(file_id);
                 continue;
             }
         };
         if let Some((failed, e)) = &refused {
-            if *failed == epoch {
-                let _ = reply.send(Err(e.clone()));
-                let _ = written.send(());
+            if *failed == first.epoch {
+                let _ = first.reply.send(Err(e.clone()));
                 continue;
             }
         }
-        let res = files.write_range(&slab, from, to);
-        let _ = written.send(());
-        match res {
+        queue.extend(rx.try_iter());
+        let mut group = vec![first];
+        while let Some(LogJob::Write(next)) = queue.front() {
+            if !group.last().is_some_and(|last| last.continued_by(next)) {
+                break;
+            }
+            if let Some(LogJob::Write(next)) = queue.pop_front() {
+                group.push(next);
+            }
+        }
+        let (head, to) = match (group.first(), group.last()) {
+            (Some(head), Some(last)) => (head, last.to),
+            _ => continue,
+        };
+        let (epoch, sync) = (head.epoch, head.sync);
+        match files.write_range(&head.slab, head.from, to) {
             Ok(target) if sync => {
-                // If the sync thread is gone, the dropped reply reads as
-                // closed to the writer.
-                let _ = sync_tx.send(SyncJob { target, reply });
+                let target = Arc::new(target);
+                for w in group {
+                    // If the sync thread is gone, the dropped reply reads as
+                    // closed to the writer.
+                    let _ = sync_tx.send(SyncJob {
+                        target: target.clone(),
+                        reply: w.reply,
+                    });
+                }
             }
-            Ok(_) => {
-                let _ = reply.send(Ok(()));
-            }
-            Err(e) => {
-                refused = Some((epoch, e.clone()));
-                let _ = reply.send(Err(e));
+            res => {
+                if let Err(e) = &res {
+                    refused = Some((epoch, e.clone()));
+                }
+                let res = res.map(drop);
+                for w in group {
+                    let _ = w.reply.send(res.clone());
+                }
             }
         }
     }

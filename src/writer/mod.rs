@@ -22,7 +22,7 @@ use crate::shared::Shared;
 use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::space::SpaceDelta;
 use crate::sync::Ordering;
-use crate::wal::{LogJob, Wal, WalError};
+use crate::wal::{LogJob, Wal, WalError, WalWrite};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,9 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Most requests taken from the queue into one group.
 const MAX_GROUP: usize = 1024;
 
-/// Most groups handed to the log threads and not yet acknowledged. One is
-/// written at a time; the next is submitted as soon as that write is done,
-/// while the written ones wait for (and share) an fdatasync
+/// Most groups handed to the log threads and not yet acknowledged. The log
+/// thread writes one range at a time, taking every group queued meanwhile
+/// into its next write; written groups wait for (and share) an fdatasync
 /// (docs/decisions.md).
 const WAL_DEPTH: usize = 8;
 
@@ -172,16 +172,12 @@ pub(crate) struct Writer {
     inflight: VecDeque<Inflight>,
     /// Bumped by each rolled-back WAL write; see `LogJob::Write`.
     wal_epoch: u64,
-    /// Fires when the write of the newest group in flight is done (its
-    /// fdatasync may still run): the next group may go then.
-    writing: Option<oneshot::Receiver<()>>,
     highest_sealed: u32,
     recovered: Vec<(Arc<Slab>, usize)>,
 }
 
 enum Event {
     Logged(Result<(), WalError>),
-    Written,
     Requests(usize),
 }
 
@@ -191,17 +187,6 @@ async fn oldest_logged(inflight: &mut VecDeque<Inflight>) -> Result<(), WalError
         Some(inf) => (&mut inf.rx)
             .await
             .unwrap_or(Err(WalError::Sync(Error::Closed))),
-        None => std::future::pending().await,
-    }
-}
-
-/// The newest group's write is done (never resolves if none is being
-/// written). A log thread that is gone counts as done.
-async fn written(writing: &mut Option<oneshot::Receiver<()>>) {
-    match writing {
-        Some(rx) => {
-            let _ = rx.await;
-        }
         None => std::future::pending().await,
     }
 }
@@ -238,7 +223,6 @@ impl Writer {
             pending_start: 0,
             inflight: VecDeque::with_capacity(WAL_DEPTH),
             wal_epoch: 0,
-            writing: None,
             highest_sealed: 0,
             recovered: init.recovered,
         }
@@ -259,7 +243,6 @@ impl Writer {
             let event = tokio::select! {
                 biased;
                 r = oldest_logged(&mut self.inflight) => Event::Logged(r),
-                () = written(&mut self.writing) => Event::Written,
                 n = self.rx.recv_many(&mut reqs, MAX_GROUP) => Event::Requests(n),
             };
             match event {
@@ -268,7 +251,6 @@ impl Writer {
                         self.complete(inf.group, inf.start, inf.from, res);
                     }
                 }
-                Event::Written => self.writing = None,
                 Event::Requests(0) => break,
                 Event::Requests(_) => {
                     for req in reqs.drain(..) {
@@ -290,12 +272,12 @@ impl Writer {
         }
     }
 
-    /// Submits the pending group if no WAL write is running and fewer than
-    /// `WAL_DEPTH` groups are in flight (WAL modes), or
+    /// Submits the pending group if fewer than `WAL_DEPTH` groups are in
+    /// flight (WAL modes), or
     /// completes it at once (Durability::None: durable once in the slab
     /// means "in memory"; the flush makes it durable later).
     fn advance(&mut self) {
-        if self.pending.is_empty() || self.writing.is_some() || self.inflight.len() >= WAL_DEPTH {
+        if self.pending.is_empty() || self.inflight.len() >= WAL_DEPTH {
             return;
         }
         if let Some(w) = &self.active {
@@ -321,21 +303,18 @@ impl Writer {
             }
             Wal::Thread(tx) => {
                 let (reply, rx) = oneshot::channel();
-                let (written, writing) = oneshot::channel();
-                let job = LogJob::Write {
+                let job = LogJob::Write(WalWrite {
                     slab: w.slab().clone(),
                     from,
                     to,
                     sync: self.shared.config.durability == Durability::Sync,
                     epoch: self.wal_epoch,
-                    written,
                     reply,
-                };
+                });
                 if tx.send(job).is_err() {
                     self.complete(group, start, from, Err(WalError::Sync(Error::Closed)));
                     return;
                 }
-                self.writing = Some(writing);
                 self.inflight.push_back(Inflight {
                     group,
                     start,
@@ -555,11 +534,6 @@ impl Writer {
     async fn drain_wal(&mut self) {
         loop {
             self.advance();
-            if let Some(rx) = self.writing.take() {
-                // Its write must end before the pending group can go.
-                let _ = rx.await;
-                continue;
-            }
             let Some(inf) = self.inflight.pop_front() else {
                 return;
             };
