@@ -2,7 +2,9 @@
 //!
 //! `bash benches/io_backends.sh` (installs fio if missing), or
 //! `cargo bench --bench io_backends`. SILT_BENCH_BYTES sets the volume of
-//! the 64 KiB-value test (default 2 GiB), SILT_BENCH_DIR the disk.
+//! the 64 KiB-value test (default 2 GiB), SILT_BENCH_TASKS its writers
+//! (default 64), SILT_BENCH_ROUNDS the interleaved rounds (default 5),
+//! SILT_BENCH_DIR the disk.
 
 mod bench_env;
 mod workloads;
@@ -155,7 +157,10 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64) -> Row {
     let path = dir.join(format!("large-{backend:?}"));
     let db = open(&path, backend).open().await.expect("open");
     let values = bytes / (64 << 10);
-    let tasks = 64;
+    let tasks: u64 = std::env::var("SILT_BENCH_TASKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let value = bytes::Bytes::from(vec![0x5au8; 64 << 10]);
     let t = Instant::now();
     let mut handles = Vec::new();
@@ -177,7 +182,10 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64) -> Row {
     db.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&path);
     Row {
-        name: format!("silt {:?}: 64 KiB values, 64 tasks, Sync", st.io_backend),
+        name: format!(
+            "silt {:?}: 64 KiB values, {tasks} tasks, Sync",
+            st.io_backend
+        ),
         ops: values,
         elapsed,
         bytes: values * (64 << 10),
