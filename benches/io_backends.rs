@@ -27,7 +27,7 @@ fn main() {
     // silt run interleaved, several rounds, and each row is the median.
     let rounds = env_num("SILT_BENCH_ROUNDS", 5).max(1) as usize;
     let (tmp, rt) = bench_env::bench_env();
-    // SILT_BENCH_ONLY=large,small,fio (any of them) runs those parts.
+    // SILT_BENCH_ONLY=fio,large,flush,small (any of them) runs those parts.
     let only = std::env::var("SILT_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     let mut runs: Vec<Vec<Row>> = Vec::new();
@@ -51,10 +51,12 @@ fn main() {
         }
         for backend in [IoBackend::Std, IoBackend::Uring] {
             if want("large") {
-                record(
-                    next(),
-                    Some(rt.block_on(large_values(tmp.path(), backend, bytes))),
-                );
+                let row = large_values(tmp.path(), backend, bytes, Durability::Sync);
+                record(next(), Some(rt.block_on(row)));
+            }
+            if want("flush") {
+                let row = large_values(tmp.path(), backend, bytes, Durability::None);
+                record(next(), Some(rt.block_on(row)));
             }
             if want("small") {
                 record(
@@ -152,10 +154,17 @@ fn open(dir: &Path, backend: IoBackend) -> silt::Builder {
         .durability(Durability::Sync)
 }
 
-/// 64 tasks put 64 KiB values with Durability::Sync until `bytes` are written.
-async fn large_values(dir: &Path, backend: IoBackend, bytes: u64) -> Row {
+/// 64 tasks put 64 KiB values until `bytes` are written. With
+/// `Durability::Sync` every put waits for the WAL; with `None` there is no
+/// WAL and the time runs until `flush()` has written every slab, so the row
+/// measures the flush workers' writes.
+async fn large_values(dir: &Path, backend: IoBackend, bytes: u64, durability: Durability) -> Row {
     let path = dir.join(format!("large-{backend:?}"));
-    let db = open(&path, backend).open().await.expect("open");
+    let db = open(&path, backend)
+        .durability(durability)
+        .open()
+        .await
+        .expect("open");
     let values = bytes / (64 << 10);
     let tasks: u64 = std::env::var("SILT_BENCH_TASKS")
         .ok()
@@ -177,23 +186,30 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64) -> Row {
     for h in handles {
         h.await.expect("task");
     }
+    if durability == Durability::None {
+        db.flush().await.expect("flush");
+    }
     let elapsed = t.elapsed();
     let st = db.stats();
     db.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&path);
     Row {
         name: format!(
-            "silt {:?}: 64 KiB values, {tasks} tasks, Sync",
+            "silt {:?}: 64 KiB values, {tasks} tasks, {durability:?}",
             st.io_backend
         ),
         ops: values,
         elapsed,
         bytes: values * (64 << 10),
-        note: format!(
-            "avg group {:.1}, {:.2} groups/fdatasync",
-            st.avg_group_size,
-            groups_per_sync(&st)
-        ),
+        note: if durability == Durability::None {
+            "no WAL; until flush() returns".into()
+        } else {
+            format!(
+                "avg group {:.1}, {:.2} groups/fdatasync",
+                st.avg_group_size,
+                groups_per_sync(&st)
+            )
+        },
     }
 }
 
