@@ -10,6 +10,7 @@
 //! happens on the log threads and the flush workers.
 
 mod relocate;
+mod seal;
 mod xl_put;
 
 use crate::backpressure::SealedBudget;
@@ -541,122 +542,5 @@ impl Writer {
             let res = inf.rx.await.unwrap_or(Err(WalError::Sync(Error::Closed)));
             self.complete(inf.group, inf.start, inf.from, res);
         }
-    }
-
-    /// Seals the active slab and hands it to the flush workers.
-    async fn rotate(&mut self) -> Result<()> {
-        self.drain_wal().await;
-        self.shared.check_poisoned()?;
-        self.seal_active().await
-    }
-
-    async fn seal_active(&mut self) -> Result<()> {
-        let Some(w) = self.active.take() else {
-            return Ok(());
-        };
-        let id = w.slab().file_id();
-        if w.is_empty() {
-            self.shared.registry.remove(id);
-            return Ok(());
-        }
-        w.publish();
-        match &mut self.wal {
-            Some(Wal::Thread(tx)) => {
-                let _ = tx.send(LogJob::Retire { file_id: id });
-            }
-            Some(Wal::Inline(files)) => files.retire(id),
-            None => {}
-        }
-        let written = if self.wal() { self.logged_upto } else { 0 };
-        self.send_to_flush(w.slab().clone(), written).await;
-        Ok(())
-    }
-
-    /// Waits for a backpressure permit, then queues the slab for flushing.
-    async fn send_to_flush(&mut self, slab: Arc<Slab>, written_upto: usize) {
-        let id = slab.file_id();
-        let permit = SealedBudget::acquire(&self.permits).await;
-        self.shared.flush_started(id);
-        self.highest_sealed = self.highest_sealed.max(id);
-        let sent = self.flush_tx.as_ref().map(|tx| {
-            tx.send(SealedSlab {
-                slab,
-                written_upto,
-                permit,
-            })
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            self.shared.poison(&Error::Closed);
-            self.shared.flush_done(id);
-        }
-    }
-
-    /// Everything appended is durable and every slab is sealed and queued.
-    async fn seal_all(&mut self) -> Result<()> {
-        self.drain_wal().await;
-        self.shared.check_poisoned()?;
-        self.seal_active().await
-    }
-
-    async fn sync(&mut self, reply: oneshot::Sender<Result<()>>) {
-        match self.shared.config.durability {
-            // Every acknowledged write was fdatasync'ed before its ack.
-            Durability::Sync => {
-                let _ = reply.send(self.shared.check_poisoned());
-            }
-            Durability::Buffered => {
-                // Acknowledged writes reached the page cache: fdatasync the
-                // open WAL files (off the runtime); sealed slabs are covered
-                // once their flush completes.
-                let job = match &self.wal {
-                    Some(Wal::Inline(files)) => Some(files.sync_job()),
-                    _ => None,
-                };
-                let upto = self.highest_sealed;
-                let shared = self.shared.clone();
-                tokio::spawn(async move {
-                    let res = match job {
-                        Some(job) => tokio::task::spawn_blocking(job)
-                            .await
-                            .unwrap_or(Err(Error::Closed)),
-                        None => Err(Error::Closed),
-                    };
-                    let res = match res {
-                        Ok(()) => shared.wait_flushed(upto).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(res);
-                });
-            }
-            // Without a WAL, durable means flushed to a segment.
-            Durability::None => {
-                let res = self.seal_all().await;
-                let upto = self.highest_sealed;
-                let shared = self.shared.clone();
-                tokio::spawn(async move {
-                    let res = match res {
-                        Ok(()) => shared.wait_flushed(upto).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(res);
-                });
-            }
-        }
-    }
-
-    /// Drains, seals and waits for every flush, then stops the threads.
-    async fn shutdown(&mut self) -> Result<()> {
-        self.drain_wal().await;
-        let sealed = match self.shared.check_poisoned() {
-            Ok(()) => self.seal_active().await,
-            Err(e) => Err(e),
-        };
-        let flushed = self.shared.wait_flushed(self.highest_sealed).await;
-        // Dropping the senders stops the log thread and the flush workers.
-        self.wal = None;
-        self.flush_tx = None;
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.gc_wake.notify_one();
-        sealed.and(flushed)
     }
 }
