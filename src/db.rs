@@ -578,10 +578,8 @@ impl Db {
         // one step without an await), then wait for any compaction still
         // holding the lock: no file of this store is deleted after `close`
         // returns.
-        if std::env::var("SILT_NO_GC_ABORT").is_err() {
-            if let Some(gc) = crate::sync::lock(&self.shared().gc_task).take() {
-                gc.abort();
-            }
+        if let Some(gc) = crate::sync::lock(&self.shared().gc_task).take() {
+            gc.abort();
         }
         drop(self.shared().compacting.lock().await);
         // The writer dropped the threads' channels before replying, so they

@@ -155,16 +155,18 @@ impl WalFiles {
     /// A job that fdatasyncs every open WAL file and the directory; runs on
     /// a blocking thread.
     pub fn sync_job(&self) -> impl FnOnce() -> Result<()> + Send + 'static {
-        let files: Vec<(u32, Arc<dyn FileIo>)> = self
+        let files: Vec<SyncTarget> = self
             .files
             .iter()
-            .map(|(id, f)| (*id, f.io.clone()))
+            .map(|(id, f)| SyncTarget {
+                file_id: *id,
+                io: f.io.clone(),
+            })
             .collect();
         let (vfs, dir) = (self.vfs.clone(), self.data_dir.clone());
         move || {
-            for (id, f) in files {
-                f.sync_data()
-                    .map_err(|e| Error::io("fdatasync WAL", log_path(&dir, id), e))?;
+            for f in files {
+                f.sync(&dir).map_err(|e| e.error().clone())?;
             }
             vfs.sync_dir(&dir)
                 .map_err(|e| Error::io("fsync data directory", &dir, e))
@@ -222,13 +224,13 @@ pub(crate) struct WalWrite {
 }
 
 impl WalWrite {
-    /// Whether `next` continues this write in the same file, so both can go
-    /// as one.
-    fn continued_by(&self, next: &WalWrite) -> bool {
-        next.slab.file_id() == self.slab.file_id()
-            && next.from == self.to
-            && next.epoch == self.epoch
-            && next.sync == self.sync
+    /// Whether this write starts where a write of `slab` ending at `to`
+    /// stops, in the same epoch and mode, so both can go as one.
+    fn continues(&self, slab: &Slab, to: usize, epoch: u64, sync: bool) -> bool {
+        self.slab.file_id() == slab.file_id()
+            && self.from == to
+            && self.epoch == epoch
+            && self.sync == sync
     }
 }
 
@@ -322,21 +324,19 @@ fn write_loop(
             }
         }
         queue.extend(rx.try_iter());
+        let (slab, from, epoch, sync) = (first.slab.clone(), first.from, first.epoch, first.sync);
+        let mut to = first.to;
         let mut group = vec![first];
         while let Some(LogJob::Write(next)) = queue.front() {
-            if !group.last().is_some_and(|last| last.continued_by(next)) {
+            if !next.continues(&slab, to, epoch, sync) {
                 break;
             }
             if let Some(LogJob::Write(next)) = queue.pop_front() {
+                to = next.to;
                 group.push(next);
             }
         }
-        let (head, to) = match (group.first(), group.last()) {
-            (Some(head), Some(last)) => (head, last.to),
-            _ => continue,
-        };
-        let (epoch, sync) = (head.epoch, head.sync);
-        match files.write_range(&head.slab, head.from, to) {
+        match files.write_range(&slab, from, to) {
             Ok(target) if sync => {
                 let target = Arc::new(target);
                 for w in group {
