@@ -70,7 +70,14 @@ async fn assert_acked_present(db: &Db, results: &[(String, Bytes, Result<(), Err
 async fn a_failed_write_fails_the_groups_behind_it_and_the_store_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let inj = FaultInjector::new();
-    let db = builder(dir.path(), &inj).open().await.unwrap();
+    // One slab holds all of the first round (16 × 30 × 8 KiB), so no flush
+    // worker writes during it and the 12th write is certainly a WAL write
+    // (a flush write that fails is retried, failing no put).
+    let db = builder(dir.path(), &inj)
+        .slab_size(8 << 20)
+        .open()
+        .await
+        .unwrap();
     inj.set_plan(Some(FaultPlan {
         kind: OpKind::Write,
         nth: 12,

@@ -285,6 +285,30 @@ impl FileIo for FaultFile {
         }
     }
 
+    /// One operation, like the one system call it stands for; a short write
+    /// puts down the first half of the range (whole pages).
+    fn write_gather(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        match self.inj.check(OpKind::Write) {
+            Ok(()) => self.inner.write_gather(bufs, offset),
+            Err(Fault::ShortWrite) => {
+                let total: usize = bufs.iter().map(|b| b.len()).sum();
+                let mut left = total / 2 / 4096 * 4096;
+                let mut at = offset;
+                for buf in bufs {
+                    let n = left.min(buf.len());
+                    if n == 0 {
+                        break;
+                    }
+                    self.inner.write_at(&buf[..n], at)?;
+                    at += n as u64;
+                    left -= n;
+                }
+                Err(as_io(Fault::ShortWrite))
+            }
+            Err(f) => Err(as_io(f)),
+        }
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.inj.check(OpKind::Sync).map_err(as_io)?;
         self.inner.sync_data()?;

@@ -1,9 +1,10 @@
 //! Blocking POSIX I/O (IoBackend::Std): pwrite, fdatasync, O_DIRECT where the
 //! file system allows it.
 
-use super::{FileIo, Vfs};
+use super::{gather_len, iovecs_after, FileIo, Vfs};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -17,6 +18,33 @@ struct StdFile(File);
 impl FileIo for StdFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
+    }
+    fn write_gather(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let total = gather_len(bufs)?;
+        let mut done = 0;
+        while done < total {
+            let iov = iovecs_after(bufs, done);
+            // SAFETY: every iovec points into `bufs`, borrowed for the call.
+            let n = unsafe {
+                libc::pwritev(
+                    self.0.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.len() as libc::c_int,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()

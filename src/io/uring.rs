@@ -9,7 +9,7 @@
 //! slab's 1 MiB writes at once, so the device sees them in flight together.
 
 use super::std_backend::{open_file, StdVfs};
-use super::{FileIo, Vfs};
+use super::{gather_len, iovecs_after, FileIo, Vfs};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::cell::RefCell;
 use std::fs::File;
@@ -133,6 +133,26 @@ impl FileIo for UringFile {
                     0 => return Err(io::ErrorKind::WriteZero.into()),
                     n => done += n,
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_gather(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let fd = self.0.as_raw_fd();
+        let total = gather_len(bufs)?;
+        let mut done = 0;
+        while done < total {
+            let iov = iovecs_after(bufs, done);
+            let e = opcode::Writev::new(types::Fd(fd), iov.as_ptr(), iov.len() as u32)
+                .offset(offset + done as u64)
+                .build();
+            // SAFETY: `iov` and the buffers it points into live until `run`
+            // returns, which is after the completion.
+            let r = unsafe { run(&[e]) }?;
+            match check(r[0])? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => done += n,
             }
         }
         Ok(())
