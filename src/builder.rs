@@ -345,6 +345,7 @@ impl Builder {
             flush_workers: self.flush_workers,
             direct_io: self.direct_io,
             verify_checksums: self.verify_checksums,
+            read_only: false,
         })
     }
 
@@ -412,6 +413,60 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// Opens a read-only follower of the store ([`Db::open_read_only`]): no
+    /// lock, no writer task, no threads. Of the knobs, `verify_checksums`
+    /// applies (records of unsealed files are always CRC-checked); the
+    /// others are the writer's.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # silt::Db::open(dir.path()).await?.close().await?;
+    /// let follower = silt::Db::builder(dir.path())
+    ///     .verify_checksums(false)
+    ///     .open_read_only()
+    ///     .await?;
+    /// # follower.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    pub async fn open_read_only(self) -> Result<Db> {
+        let mut config = self.config()?;
+        config.read_only = true;
+        let data_dir = self.path.join("data");
+        let span = tracing::info_span!("open_read_only", path = %self.path.display());
+        let opened = tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            if !data_dir.is_dir() {
+                return Err(Error::io(
+                    "open data directory",
+                    &data_dir,
+                    std::io::ErrorKind::NotFound.into(),
+                ));
+            }
+            let shared = Shared::new(
+                config,
+                Registry::new(data_dir),
+                Arc::new(StdVfs),
+                IoBackend::Std,
+                None,
+            );
+            let mut state = crate::follower::FollowerState::default();
+            let found = state.refresh(&shared)?;
+            tracing::info!(
+                keys = shared.index.len(),
+                records = found.records,
+                "follower opened"
+            );
+            Ok((shared, state))
+        })
+        .await
+        .map_err(|_| Error::Closed)??;
+        let (shared, state) = opened;
+        Ok(Db::follower(Arc::new(shared), state))
+    }
+}
+
 /// Directory set-up, lock and recovery: blocking work, run off the runtime.
 fn open_blocking(
     path: PathBuf,
@@ -446,7 +501,13 @@ fn open_blocking(
         Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
     }
-    let shared = Shared::new(config, Registry::new(data_dir), vfs, backend, lock_file);
+    let shared = Shared::new(
+        config,
+        Registry::new(data_dir),
+        vfs,
+        backend,
+        Some(lock_file),
+    );
     let init = recovery::recover(&shared)?;
     tracing::info!(
         keys = shared.index.len(),

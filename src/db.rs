@@ -82,12 +82,19 @@ pub struct Stats {
     pub wal_syncs: u64,
     /// The durability mode.
     pub durability: Durability,
+    /// Read-only followers: bytes read from data files at open and by
+    /// every `refresh` (new segments whole, unsealed files from where the
+    /// last read stopped).
+    pub follower_bytes_read: u64,
 }
 
 #[derive(Debug)]
 struct Handle {
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
+    /// Set on a read-only follower: what it has loaded, moved forward by
+    /// `refresh` (one at a time).
+    follower: Option<tokio::sync::Mutex<crate::follower::FollowerState>>,
 }
 
 /// A handle to an open store. Cheap to clone; every clone talks to the same
@@ -126,8 +133,83 @@ impl Db {
     /// A handle on a freshly opened store (called by `Builder::open`).
     pub(crate) fn from_parts(tx: mpsc::Sender<Request>, shared: Arc<Shared>) -> Db {
         Db {
-            inner: Arc::new(Handle { tx, shared }),
+            inner: Arc::new(Handle {
+                tx,
+                shared,
+                follower: None,
+            }),
         }
+    }
+
+    /// A read-only follower's handle: no writer task behind it.
+    pub(crate) fn follower(shared: Arc<Shared>, state: crate::follower::FollowerState) -> Db {
+        let (tx, _) = mpsc::channel(1);
+        Db {
+            inner: Arc::new(Handle {
+                tx,
+                shared,
+                follower: Some(tokio::sync::Mutex::new(state)),
+            }),
+        }
+    }
+
+    /// Opens a read-only follower of the store at `path` with default
+    /// settings: it takes no lock, so it runs beside the writer (in this
+    /// process or another), loads the segments and the valid prefix of the
+    /// unsealed files, and sees the writer's later writes after
+    /// [`Db::refresh`]. Writes through it are [`Error::ReadOnly`]. It sees a
+    /// record once it is in the file: under `Durability::Sync` that can be
+    /// just before the writer acknowledges it. `Db::builder(path)` knobs do
+    /// not apply, except through [`Builder::open_read_only`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::open(dir.path()).await?;
+    /// db.put("k", "1").await?;
+    /// let follower = silt::Db::open_read_only(dir.path()).await?;
+    /// assert_eq!(follower.get(b"k").await?.unwrap(), "1");
+    /// db.put("k", "2").await?;
+    /// follower.refresh().await?;
+    /// assert_eq!(follower.get(b"k").await?.unwrap(), "2");
+    /// assert!(matches!(follower.put("k", "3").await, Err(silt::Error::ReadOnly)));
+    /// # db.close().await?;
+    /// # follower.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// [`Builder::open_read_only`]: crate::Builder::open_read_only
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Db> {
+        Db::builder(path).open_read_only().await
+    }
+
+    /// Follower handles: loads what the writer added since the last refresh
+    /// (new segments, the new part of unsealed files) and drops files it
+    /// removed. Reads only what is new. On a writer's handle, `Ok` at once
+    /// (it always sees its own writes).
+    pub async fn refresh(&self) -> Result<()> {
+        let Some(state) = &self.inner.follower else {
+            return self.shared().check_open();
+        };
+        self.shared().check_open()?;
+        let mut state = state.lock().await;
+        let shared = self.inner.shared.clone();
+        let mut owned = std::mem::take(&mut *state);
+        let (res, owned) = tokio::task::spawn_blocking(move || {
+            let res = owned.refresh(&shared);
+            (res, owned)
+        })
+        .await
+        .map_err(|_| Error::Closed)?;
+        *state = owned;
+        res.map(drop)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.follower.is_some() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
     }
 
     /// Opens the store at `path` with every default.
@@ -165,6 +247,7 @@ impl Db {
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
         self.shared().check_open()?;
+        self.check_writable()?;
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
@@ -175,6 +258,7 @@ impl Db {
     }
 
     async fn write_ops(&self, ops: Vec<Op>) -> Result<()> {
+        self.check_writable()?;
         let room = self.shared().config.slab_size - FILE_HEADER_LEN;
         let mut total = 0usize;
         for op in &ops {
@@ -476,6 +560,7 @@ impl Db {
     /// [`Builder::gc_threshold`]: crate::Builder::gc_threshold
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.shared().check_open()?;
+        self.check_writable()?;
         crate::gc::compact(&self.inner.shared, &self.inner.tx, |f| {
             f.live_bytes < f.record_bytes
         })
@@ -550,6 +635,7 @@ impl Db {
             wal_direct_io: s.wal_direct.load(Ordering::Relaxed),
             wal_syncs: s.wal_syncs.load(Ordering::Relaxed),
             durability: s.config.durability,
+            follower_bytes_read: c.follower_bytes_read.load(Ordering::Relaxed),
         }
     }
 
@@ -568,6 +654,10 @@ impl Db {
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
     pub async fn close(self) -> Result<()> {
+        if self.inner.follower.is_some() {
+            self.shared().closed.store(true, Ordering::Release);
+            return Ok(());
+        }
         let res = match self.call(|reply| Request::Close { reply }).await {
             Err(Error::Closed) => Ok(()),
             other => other,

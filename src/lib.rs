@@ -52,6 +52,8 @@ pub mod flushing;
 #[cfg(not(loom))]
 mod flushing;
 #[cfg(not(loom))]
+mod follower;
+#[cfg(not(loom))]
 mod gc;
 #[cfg(not(loom))]
 mod index;

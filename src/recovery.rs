@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Segment,
     Log,
 }
@@ -35,9 +35,14 @@ fn parse_name(name: &str) -> Option<(u32, Kind)> {
     Some((stem.parse().ok()?, kind))
 }
 
-/// Lists the data directory: file id → kinds present. Unknown files are
-/// reported and left alone.
-fn list(data_dir: &Path) -> Result<BTreeMap<u32, Vec<(Kind, PathBuf)>>> {
+/// Lists the data directory: file id → kinds present, each id's kinds
+/// sorted (a segment before the unsealed file it came from). Unknown files
+/// are reported and left alone; unpublished XL value files are removed
+/// unless `read_only`.
+pub(crate) fn list(
+    data_dir: &Path,
+    read_only: bool,
+) -> Result<BTreeMap<u32, Vec<(Kind, PathBuf)>>> {
     let mut files: BTreeMap<u32, Vec<(Kind, PathBuf)>> = BTreeMap::new();
     let rd =
         std::fs::read_dir(data_dir).map_err(|e| Error::io("list data directory", data_dir, e))?;
@@ -48,6 +53,7 @@ fn list(data_dir: &Path) -> Result<BTreeMap<u32, Vec<(Kind, PathBuf)>>> {
             Some((id, kind)) => files.entry(id).or_default().push((kind, path)),
             // An XL value file that was never published: its put was never
             // acknowledged.
+            None if read_only => {}
             None if path.extension().is_some_and(|e| e == "tmp") => {
                 tracing::warn!(path = %path.display(), "removing an unpublished XL value file");
                 std::fs::remove_file(&path)
@@ -58,6 +64,7 @@ fn list(data_dir: &Path) -> Result<BTreeMap<u32, Vec<(Kind, PathBuf)>>> {
             }
         }
     }
+    files.values_mut().for_each(|kinds| kinds.sort());
     Ok(files)
 }
 
@@ -78,7 +85,7 @@ fn read_log(path: &Path, slab_size: usize) -> Result<AlignedBuf> {
 
 /// Refuses a file another format version of silt wrote (its records would
 /// be misread), rather than skipping it as damaged.
-fn check_version(path: &Path, head: &[u8]) -> Result<()> {
+pub(crate) fn check_version(path: &Path, head: &[u8]) -> Result<()> {
     match file_format_version(head) {
         Some(v) if v != FORMAT_VERSION => Err(Error::corruption(
             path,
@@ -100,25 +107,15 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     let mut per_file: Vec<(u32, Vec<FooterEntry>)> = Vec::new();
 
     let started = std::time::Instant::now();
-    for (id, mut kinds) in list(&data_dir)? {
+    for (id, mut kinds) in list(&data_dir, false)? {
         max_id = max_id.max(id);
-        kinds.sort();
         let (kind, path) = kinds.remove(0);
         for (_, extra) in &kinds {
             tracing::warn!(path = %extra.display(), "a segment with this id exists; ignoring the unsealed file");
         }
         match kind {
             Kind::Segment => {
-                let (seg, found) = Segment::open(&path, id, verify)?;
-                check_version(&path, seg.bytes(0, 12).unwrap_or_default())?;
-                let entries = match found {
-                    SegmentIndex::Footer(f) => f.entries,
-                    SegmentIndex::Scanned(scan, why) => {
-                        tracing::warn!(path = %path.display(), reason = %why,
-                            records = scan.entries.len(), "segment footer unusable; recovered its records by scanning");
-                        scan.entries
-                    }
-                };
+                let (seg, entries) = open_segment(&path, id, verify)?;
                 shared.registry.insert(id, Source::Segment(Arc::new(seg)));
                 per_file.push((id, entries));
             }
@@ -156,7 +153,8 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     }
 
     let loaded = started.elapsed();
-    let records = rebuild_index(shared, per_file);
+    let (records, superseded) = apply_entries(shared, &per_file);
+    account_space(shared, &per_file, &superseded);
     crate::gc::evict_over_capacity(shared)?;
     tracing::info!(
         files_ms = loaded.as_secs_f64() * 1e3,
@@ -178,17 +176,41 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     })
 }
 
-/// Applies every file's records to the index. Records are partitioned by
-/// shard first (keeping file order within each shard, which is all that
-/// "newest wins" needs), then each shard is sized once and filled while its
-/// table is cache-resident, with the shards split over up to 4 threads.
-/// Then each file's live bytes are set: its puts, less those superseded.
-fn rebuild_index(shared: &Shared, per_file: Vec<(u32, Vec<FooterEntry>)>) -> u64 {
+/// A segment and its records: from the footer, or by a scan if the footer
+/// is damaged.
+pub(crate) fn open_segment(
+    path: &Path,
+    id: u32,
+    verify: bool,
+) -> Result<(Segment, Vec<FooterEntry>)> {
+    let (seg, found) = Segment::open(path, id, verify)?;
+    check_version(path, seg.bytes(0, 12).unwrap_or_default())?;
+    let entries = match found {
+        SegmentIndex::Footer(f) => f.entries,
+        SegmentIndex::Scanned(scan, why) => {
+            tracing::warn!(path = %path.display(), reason = %why,
+                records = scan.entries.len(), "segment footer unusable; recovered its records by scanning");
+            scan.entries
+        }
+    };
+    Ok((seg, entries))
+}
+
+/// Applies files' records (oldest file first) to the index; returns how
+/// many were applied and the locations they superseded. Records are
+/// partitioned by shard first (keeping file order within each shard, which
+/// is all that "newest wins" needs), then each shard is sized once and
+/// filled while its table is cache-resident, with the shards split over up
+/// to 4 threads. Recovery runs it once; a follower's refresh, on what is new.
+pub(crate) fn apply_entries(
+    shared: &Shared,
+    per_file: &[(u32, Vec<FooterEntry>)],
+) -> (u64, Vec<Location>) {
     let index = &shared.index;
     let shards = index.shard_count();
     let mut by_shard: Vec<Vec<(u64, Location, bool)>> = vec![Vec::new(); shards];
     let mut records = 0u64;
-    for (file_id, entries) in &per_file {
+    for (file_id, entries) in per_file {
         records += entries.len() as u64;
         for e in entries {
             let loc = Location {
@@ -226,12 +248,12 @@ fn rebuild_index(shared: &Shared, per_file: Vec<(u32, Vec<FooterEntry>)>) -> u64
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     });
-    account_space(shared, &per_file, &superseded);
-    records
+    (records, superseded)
 }
 
 /// Sets each file's record and live bytes: every record counts as written,
 /// every put as live unless a later record of its key superseded it.
+/// Each file's live bytes: its puts, less those superseded.
 fn account_space(shared: &Shared, per_file: &[(u32, Vec<FooterEntry>)], superseded: &[Location]) {
     let mut dead: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
     for loc in superseded {

@@ -48,11 +48,17 @@ pub struct Scan {
 /// Records of an atomic group (BEGIN … END) count only if the END record is
 /// intact. `verify` checks CRCs.
 pub fn scan_records(data: &[u8], verify: bool) -> Scan {
+    scan_records_from(data, FILE_HEADER_LEN, verify)
+}
+
+/// As [`scan_records`], from `start`, which must be the end of a committed
+/// group (a follower continuing where its last refresh stopped).
+pub fn scan_records_from(data: &[u8], start: usize, verify: bool) -> Scan {
     let mut scan = Scan {
-        valid_end: FILE_HEADER_LEN.min(data.len()),
+        valid_end: start.min(data.len()),
         ..Scan::default()
     };
-    let mut pos = FILE_HEADER_LEN;
+    let mut pos = start;
     let mut group: Vec<FooterEntry> = Vec::new();
     while pos < data.len() {
         let rest = &data[pos..];

@@ -25,6 +25,9 @@ pub(crate) struct Config {
     pub capacity: Option<u64>,
     /// Background GC rewrites segments whose live ratio is under this.
     pub gc_threshold: f64,
+    /// A follower (`Db::open_read_only`): no writer, no lock, files are
+    /// never changed; files the writer removed are dropped at `refresh`.
+    pub read_only: bool,
 }
 
 /// Monotonic counters behind `Db::stats`.
@@ -36,6 +39,7 @@ pub(crate) struct Counters {
     pub recovered_torn_bytes: AtomicU64,
     pub recovered_records: AtomicU64,
     pub flush_retries: AtomicU64,
+    pub follower_bytes_read: AtomicU64,
     pub evictions: AtomicU64,
     pub evicted_bytes: AtomicU64,
     pub gc_runs: AtomicU64,
@@ -86,7 +90,7 @@ impl Shared {
         registry: Registry,
         vfs: Arc<dyn Vfs>,
         backend: IoBackend,
-        lock_file: File,
+        lock_file: Option<File>,
     ) -> Shared {
         Shared {
             config,
@@ -105,7 +109,7 @@ impl Shared {
             wal_direct: Arc::new(AtomicBool::new(false)),
             wal_syncs: Arc::new(AtomicU64::new(0)),
             closed: AtomicBool::new(false),
-            lock_file: Mutex::new(Some(lock_file)),
+            lock_file: Mutex::new(lock_file),
             threads: Mutex::new(Vec::new()),
             evicting: Mutex::new(0),
             poisoned: Mutex::new(None),
@@ -128,10 +132,12 @@ impl Shared {
         }
     }
 
-    /// Whether a location's file was dropped by cache-mode eviction (only
-    /// then is a location without a loaded file expected).
+    /// Whether a location's file was dropped by cache-mode eviction, or by
+    /// a follower's refresh after the writer removed it (only then is a
+    /// location without a loaded file expected).
     pub fn evicted(&self, loc: crate::index::Location) -> bool {
-        self.config.capacity.is_some() && !self.registry.contains(loc.file_id)
+        (self.config.capacity.is_some() || self.config.read_only)
+            && !self.registry.contains(loc.file_id)
     }
 
     pub fn check_open(&self) -> Result<()> {

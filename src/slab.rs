@@ -285,7 +285,6 @@ pub struct SlabWriter {
 impl SlabWriter {
     /// A new slab of `capacity` bytes (a multiple of the page size) with its
     /// file header written and published.
-    #[cfg_attr(not(any(test, loom)), allow(dead_code))]
     pub fn new(file_id: u32, capacity: usize) -> SlabWriter {
         #[cfg(not(loom))]
         return SlabWriter::with_pool(file_id, capacity, None);
@@ -390,6 +389,38 @@ impl SlabWriter {
         // points there and no I/O is in flight (caller's contract).
         unsafe { self.slab.mem.slice_mut(off, self.appended - off) }.fill(0);
         self.appended = off;
+        self.publish();
+    }
+
+    /// A follower's copy of a file the writer is still appending to: copies
+    /// the file's bytes `data` in at the append point, unpublished, and
+    /// returns the slab image up to their end, for a record scan. `None` if
+    /// they do not fit.
+    #[cfg(not(loom))]
+    pub fn stage_raw(&mut self, data: &[u8]) -> Option<&[u8]> {
+        let end = self.appended.checked_add(data.len())?;
+        if end > self.slab.capacity() {
+            return None;
+        }
+        // SAFETY: [appended, end) is at or above the watermark, in bounds
+        // (checked above), and only this writer touches it.
+        unsafe { self.slab.mem.write(self.appended, data) };
+        // SAFETY: below `appended` is published and immutable; the staged
+        // bytes are not written again while `&mut self` is borrowed.
+        Some(unsafe { self.slab.mem.slice(0, end) })
+    }
+
+    /// Keeps the staged bytes up to `valid_end` (the end of the last whole
+    /// group a scan found) and publishes them; zeroes the rest of what was
+    /// staged up to `staged_end`.
+    #[cfg(not(loom))]
+    pub fn commit_staged(&mut self, valid_end: usize, staged_end: usize) {
+        let valid_end = valid_end.max(self.appended);
+        if staged_end > valid_end {
+            // SAFETY: above the watermark, staged by this writer alone.
+            unsafe { self.slab.mem.slice_mut(valid_end, staged_end - valid_end) }.fill(0);
+        }
+        self.appended = valid_end;
         self.publish();
     }
 

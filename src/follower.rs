@@ -1,0 +1,272 @@
+//! Read-only followers (DESIGN §8): `Db::open_read_only` loads what a
+//! writer (in this process or another) has put in the directory, without
+//! taking its lock, and `Db::refresh` picks up what it wrote since.
+//!
+//! A refresh lists the data directory and reads only what is new: a
+//! segment it has not seen (its footer), and the bytes an unsealed `.log`
+//! file grew by since the last refresh, copied into this follower's own
+//! slab for that file and scanned from where the last scan stopped. A log
+//! that became a segment is swapped for the segment's mmap (its records
+//! are already indexed up to where the log was read). Files the writer
+//! removed (GC, cache-mode eviction) are dropped once everything new is
+//! indexed: GC writes a file's live records to a newer file before it
+//! deletes it, so the follower indexes the copies first.
+
+use crate::error::{Error, Result};
+use crate::io::aligned::page_ceil;
+use crate::recovery::{apply_entries, check_version, list, open_segment, Kind};
+use crate::registry::{segment_path, Source};
+use crate::segment::{scan_records_from, FooterEntry};
+use crate::shared::Shared;
+use crate::slab::{decode_file_header, SlabWriter, FILE_HEADER_LEN};
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Listings a refresh makes at most while files vanish under it.
+const MAX_PASSES: usize = 8;
+
+/// What a follower has of each file.
+#[derive(Debug)]
+enum Loaded {
+    /// A segment: complete and immutable.
+    Segment,
+    /// An unsealed file the writer may still append to, copied up to the
+    /// end of its last whole group.
+    Log(SlabWriter),
+}
+
+/// A follower's view of the directory; `refresh` moves it forward.
+#[derive(Debug, Default)]
+pub(crate) struct FollowerState {
+    loaded: BTreeMap<u32, Loaded>,
+}
+
+/// What one refresh found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refreshed {
+    pub records: u64,
+    pub bytes_read: u64,
+    pub files_dropped: u64,
+}
+
+fn vanished(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+}
+
+impl FollowerState {
+    /// Brings the follower up to what the directory holds now. Blocking.
+    pub(crate) fn refresh(&mut self, shared: &Shared) -> Result<Refreshed> {
+        let data_dir = shared.registry.data_dir().to_path_buf();
+        let mut new: Vec<(u32, Vec<FooterEntry>)> = Vec::new();
+        let mut done = Refreshed::default();
+        // A file that vanished between the listing and its read was
+        // compacted or evicted; what GC copied out of it went to a newer
+        // file, maybe one created after the listing: list again.
+        let mut passes = 0;
+        let listing = loop {
+            let listing = list(&data_dir, true)?;
+            let missed = self.load_listed(shared, &listing, &mut new, &mut done)?;
+            passes += 1;
+            if !missed || passes == MAX_PASSES {
+                break listing;
+            }
+        };
+        // Pass order is file order within each file id; keep it stable.
+        new.sort_by_key(|(id, _)| *id);
+        apply_entries(shared, &new);
+        let gone: Vec<u32> = self
+            .loaded
+            .keys()
+            .copied()
+            .filter(|id| !listing.contains_key(id))
+            .collect();
+        for id in gone {
+            self.loaded.remove(&id);
+            shared.registry.remove(id);
+            done.files_dropped += 1;
+        }
+        shared
+            .counters
+            .follower_bytes_read
+            .fetch_add(done.bytes_read, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// Loads what is new in the files of `listing`; returns whether one
+    /// of them vanished before it could be read.
+    fn load_listed(
+        &mut self,
+        shared: &Shared,
+        listing: &BTreeMap<u32, Vec<(Kind, std::path::PathBuf)>>,
+        new: &mut Vec<(u32, Vec<FooterEntry>)>,
+        done: &mut Refreshed,
+    ) -> Result<bool> {
+        let data_dir = shared.registry.data_dir();
+        let mut missed = false;
+        for (&id, kinds) in listing {
+            let Some((kind, path)) = kinds.first() else {
+                continue;
+            };
+            let mut read = match (kind, self.loaded.get_mut(&id)) {
+                (_, Some(Loaded::Segment)) => continue,
+                (Kind::Segment, _) => self.load_segment(shared, id, path),
+                (Kind::Log, Some(Loaded::Log(w))) => grow_log(shared, w, path),
+                (Kind::Log, None) => self.load_log(shared, id, path),
+            };
+            if matches!((kind, &read), (Kind::Log, Err(e)) if vanished(e)) {
+                // Sealed since the listing: the rename is atomic, so the
+                // segment is there (unless GC has removed it since too).
+                read = self.load_segment(shared, id, &segment_path(data_dir, id));
+            }
+            match read {
+                Ok(Some((entries, bytes))) => {
+                    done.records += entries.len() as u64;
+                    done.bytes_read += bytes;
+                    if !entries.is_empty() {
+                        new.push((id, entries));
+                    }
+                }
+                Ok(None) => {}
+                // Removed since the listing.
+                Err(e) if vanished(&e) => missed = true,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(missed)
+    }
+
+    /// A new segment, or one a log it had became: its records past what
+    /// the log gave (those are indexed already).
+    fn load_segment(
+        &mut self,
+        shared: &Shared,
+        id: u32,
+        path: &Path,
+    ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
+        let indexed_upto = match self.loaded.get(&id) {
+            Some(Loaded::Log(w)) => w.appended(),
+            _ => 0,
+        };
+        let (seg, mut entries) = open_segment(path, id, shared.config.verify_checksums)?;
+        entries.retain(|e| e.offset as usize >= indexed_upto);
+        let bytes = if indexed_upto == 0 {
+            seg.len() as u64
+        } else {
+            0
+        };
+        shared.registry.insert(id, Source::Segment(Arc::new(seg)));
+        self.loaded.insert(id, Loaded::Segment);
+        Ok(Some((entries, bytes)))
+    }
+
+    /// An unsealed file seen for the first time.
+    fn load_log(
+        &mut self,
+        shared: &Shared,
+        id: u32,
+        path: &Path,
+    ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
+        let mut head = vec![0u8; FILE_HEADER_LEN];
+        let n = read_upto(&file, &mut head, 0).map_err(|e| Error::io("read WAL", path, e))?;
+        if n < FILE_HEADER_LEN {
+            // Being created: its header page is not written yet.
+            return Ok(None);
+        }
+        check_version(path, &head)?;
+        if decode_file_header(&head) != Some(id) {
+            tracing::warn!(path = %path.display(), "WAL file header damaged; the follower ignores the file");
+            return Ok(None);
+        }
+        let len = file_len(&file, path)?;
+        let mut w = SlabWriter::new(id, page_ceil(len.max(1 << 20)));
+        let found = stage(&mut w, &file, path, len)?;
+        shared.registry.insert(id, Source::Slab(w.slab().clone()));
+        self.loaded.insert(id, Loaded::Log(w));
+        Ok(Some(found))
+    }
+}
+
+/// The bytes a log gained since the last refresh.
+fn grow_log(
+    shared: &Shared,
+    w: &mut SlabWriter,
+    path: &Path,
+) -> Result<Option<(Vec<FooterEntry>, u64)>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
+    let len = file_len(&file, path)?;
+    if len <= w.appended() {
+        return Ok(None);
+    }
+    if len > w.slab().capacity() {
+        // Reallocated rarely (capacity doubles); readers holding the old
+        // slab keep it, later ones get the copy.
+        let mut bigger = SlabWriter::new(
+            w.slab().file_id(),
+            page_ceil(len.max(2 * w.slab().capacity())),
+        );
+        let old = w
+            .slab()
+            .bytes(FILE_HEADER_LEN, w.appended() - FILE_HEADER_LEN)
+            .unwrap_or_default();
+        let staged_end = FILE_HEADER_LEN + old.len();
+        if bigger.stage_raw(old).is_none() {
+            return Err(Error::corruption(path, 0, "follower slab too small"));
+        }
+        bigger.commit_staged(staged_end, staged_end);
+        *w = bigger;
+        shared
+            .registry
+            .insert(w.slab().file_id(), Source::Slab(w.slab().clone()));
+    }
+    let found = stage(w, &file, path, len)?;
+    Ok(Some(found))
+}
+
+/// Reads the file from the writer's append point up to `len` into the
+/// slab, scans it, and publishes the whole groups found.
+fn stage(
+    w: &mut SlabWriter,
+    file: &std::fs::File,
+    path: &Path,
+    len: usize,
+) -> Result<(Vec<FooterEntry>, u64)> {
+    let from = w.appended();
+    let mut fresh = vec![0u8; len.saturating_sub(from)];
+    let n = read_upto(file, &mut fresh, from as u64).map_err(|e| Error::io("read WAL", path, e))?;
+    fresh.truncate(n);
+    let image = w
+        .stage_raw(&fresh)
+        .ok_or_else(|| Error::corruption(path, from as u64, "WAL grew past the follower's slab"))?;
+    // WAL records are always CRC-checked: a record the writer is still
+    // writing fails its CRC and waits for the next refresh.
+    let scan = scan_records_from(image, from, true);
+    w.commit_staged(scan.valid_end, from + n);
+    Ok((scan.entries, n as u64))
+}
+
+fn file_len(file: &std::fs::File, path: &Path) -> Result<usize> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat WAL", path, e))?
+        .len();
+    usize::try_from(len).map_err(|_| Error::corruption(path, 0, "WAL file larger than memory"))
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file.
+fn read_upto(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
