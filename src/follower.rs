@@ -34,9 +34,16 @@ const MAX_PASSES: usize = 8;
 enum Loaded {
     /// A segment: complete and immutable.
     Segment,
-    /// An unsealed file the writer may still append to, copied up to the
-    /// end of its last whole group.
-    Log(SlabWriter),
+    /// An unsealed file the writer may still append to.
+    Log(LogCopy),
+}
+
+/// A follower's copy of an unsealed file, up to the end of its last whole
+/// group, and the records of it that are indexed.
+#[derive(Debug)]
+struct LogCopy {
+    slab: SlabWriter,
+    indexed: Vec<FooterEntry>,
 }
 
 /// A follower's view of the directory; `refresh` moves it forward.
@@ -114,7 +121,7 @@ impl FollowerState {
             let mut read = match (kind, self.loaded.get_mut(&id)) {
                 (_, Some(Loaded::Segment)) => continue,
                 (Kind::Segment, _) => self.load_segment(shared, id, path),
-                (Kind::Log, Some(Loaded::Log(w))) => grow_log(shared, w, path),
+                (Kind::Log, Some(Loaded::Log(copy))) => grow_log(shared, copy, path),
                 (Kind::Log, None) => self.load_log(shared, id, path),
             };
             if matches!((kind, &read), (Kind::Log, Err(e)) if vanished(e)) {
@@ -147,11 +154,29 @@ impl FollowerState {
         id: u32,
         path: &Path,
     ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
+        let (seg, mut entries) = open_segment(path, id, shared.config.verify_checksums)?;
         let indexed_upto = match self.loaded.get(&id) {
-            Some(Loaded::Log(w)) => w.appended(),
+            Some(Loaded::Log(copy)) => {
+                let upto = copy.slab.appended();
+                let sealed = entries.iter().take_while(|e| (e.offset as usize) < upto);
+                // The writer rolls back a failed WAL write and writes other
+                // records at the same offsets; if this follower had read
+                // the refused ones, its index no longer matches the file.
+                if !sealed.clone().eq(copy.indexed.iter()) {
+                    let at = sealed
+                        .zip(&copy.indexed)
+                        .find(|(a, b)| a != b)
+                        .map_or(upto, |(a, _)| a.offset as usize);
+                    return Err(Error::corruption(
+                        path,
+                        at as u64,
+                        "the writer rewrote records this follower had read (a failed WAL write was rolled back); reopen the follower",
+                    ));
+                }
+                upto
+            }
             _ => 0,
         };
-        let (seg, mut entries) = open_segment(path, id, shared.config.verify_checksums)?;
         entries.retain(|e| e.offset as usize >= indexed_upto);
         let bytes = if indexed_upto == 0 {
             seg.len() as u64
@@ -183,10 +208,15 @@ impl FollowerState {
             return Ok(None);
         }
         let len = file_len(&file, path)?;
-        let mut w = SlabWriter::new(id, page_ceil(len.max(1 << 20)));
-        let found = stage(&mut w, &file, path, len)?;
-        shared.registry.insert(id, Source::Slab(w.slab().clone()));
-        self.loaded.insert(id, Loaded::Log(w));
+        let mut copy = LogCopy {
+            slab: SlabWriter::new(id, page_ceil(len.max(1 << 20))),
+            indexed: Vec::new(),
+        };
+        let found = stage(&mut copy, &file, path, len)?;
+        shared
+            .registry
+            .insert(id, Source::Slab(copy.slab.slab().clone()));
+        self.loaded.insert(id, Loaded::Log(copy));
         Ok(Some(found))
     }
 }
@@ -194,11 +224,12 @@ impl FollowerState {
 /// The bytes a log gained since the last refresh.
 fn grow_log(
     shared: &Shared,
-    w: &mut SlabWriter,
+    copy: &mut LogCopy,
     path: &Path,
 ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
     let len = file_len(&file, path)?;
+    let w = &mut copy.slab;
     if len <= w.appended() {
         return Ok(None);
     }
@@ -223,18 +254,19 @@ fn grow_log(
             .registry
             .insert(w.slab().file_id(), Source::Slab(w.slab().clone()));
     }
-    let found = stage(w, &file, path, len)?;
+    let found = stage(copy, &file, path, len)?;
     Ok(Some(found))
 }
 
-/// Reads the file from the writer's append point up to `len` into the
-/// slab, scans it, and publishes the whole groups found.
+/// Reads the file from the follower's copy's end up to `len` into its
+/// slab, scans it, and publishes (and notes) the whole groups found.
 fn stage(
-    w: &mut SlabWriter,
+    copy: &mut LogCopy,
     file: &std::fs::File,
     path: &Path,
     len: usize,
 ) -> Result<(Vec<FooterEntry>, u64)> {
+    let w = &mut copy.slab;
     let from = w.appended();
     let mut fresh = vec![0u8; len.saturating_sub(from)];
     let n = read_upto(file, &mut fresh, from as u64).map_err(|e| Error::io("read WAL", path, e))?;
@@ -246,6 +278,7 @@ fn stage(
     // writing fails its CRC and waits for the next refresh.
     let scan = scan_records_from(image, from, true);
     w.commit_staged(scan.valid_end, from + n);
+    copy.indexed.extend_from_slice(&scan.entries);
     Ok((scan.entries, n as u64))
 }
 
@@ -269,4 +302,83 @@ fn read_upto(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<us
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FLAG_BEGIN, FLAG_END, FLAG_PUT};
+    use crate::registry::log_path;
+    use crate::segment::{encode_footer, scan_records};
+    use crate::Db;
+
+    /// A slab image holding `pairs` as one-record groups.
+    fn log_image(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = SlabWriter::new(1, 1 << 20);
+        for (k, v) in pairs {
+            w.append(FLAG_PUT | FLAG_BEGIN | FLAG_END, k.as_bytes(), v.as_bytes())
+                .unwrap();
+        }
+        w.publish();
+        w.slab().bytes(0, w.appended()).unwrap().to_vec()
+    }
+
+    /// The image sealed as the flush worker does: footer and trailer after
+    /// the last page of records.
+    fn sealed(image: &[u8]) -> Vec<u8> {
+        let entries = scan_records(image, true).entries;
+        let (footer_at, footer) = encode_footer(&entries, image.len());
+        let mut file = image.to_vec();
+        file.resize(footer_at, 0);
+        file.extend_from_slice(&footer);
+        file
+    }
+
+    async fn value(db: &Db, key: &str) -> Option<String> {
+        db.get(key.as_bytes())
+            .await
+            .unwrap()
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    }
+
+    /// The file a follower read becomes a segment: followed when the
+    /// segment holds what the follower read; an error, not a silently wrong
+    /// index, when the writer had rolled those records back.
+    #[test]
+    fn a_log_sealed_as_read_is_followed_a_rewritten_one_is_reported() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            for rewritten in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let data = dir.path().join("data");
+                std::fs::create_dir_all(&data).unwrap();
+                let read = [("a", "1"), ("refused", "x")];
+                std::fs::write(log_path(&data, 1), log_image(&read)).unwrap();
+                let follower = Db::open_read_only(dir.path()).await.unwrap();
+                assert_eq!(value(&follower, "refused").await.as_deref(), Some("x"));
+
+                let later: &[(&str, &str)] = if rewritten {
+                    // "refused" rolled back; "b" written at its offset.
+                    &[("a", "1"), ("b", "2")]
+                } else {
+                    &[("a", "1"), ("refused", "x"), ("b", "2")]
+                };
+                let segment = sealed(&log_image(later));
+                std::fs::write(segment_path(&data, 1), segment).unwrap();
+                std::fs::remove_file(log_path(&data, 1)).unwrap();
+                let res = follower.refresh().await;
+                if rewritten {
+                    assert!(matches!(res, Err(Error::Corruption { .. })), "{res:?}");
+                    let fresh = Db::open_read_only(dir.path()).await.unwrap();
+                    assert_eq!(value(&fresh, "b").await.as_deref(), Some("2"));
+                    assert_eq!(value(&fresh, "refused").await, None);
+                } else {
+                    res.unwrap();
+                    assert_eq!(value(&follower, "b").await.as_deref(), Some("2"));
+                    assert_eq!(value(&follower, "refused").await.as_deref(), Some("x"));
+                    assert_eq!(follower.stats().slabs_in_memory, 0);
+                }
+            }
+        });
+    }
 }
