@@ -27,7 +27,8 @@ fn main() {
     // silt run interleaved, several rounds, and each row is the median.
     let rounds = env_num("SILT_BENCH_ROUNDS", 5).max(1) as usize;
     let (tmp, rt) = bench_env::bench_env();
-    // SILT_BENCH_ONLY=fio,large,flush,small (any of them) runs those parts.
+    // SILT_BENCH_ONLY=fio,large,flush,buffered,small (any of them) runs those
+    // parts.
     let only = std::env::var("SILT_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     let mut runs: Vec<Vec<Row>> = Vec::new();
@@ -56,6 +57,10 @@ fn main() {
             }
             if want("flush") {
                 let row = large_values(tmp.path(), backend, bytes, Durability::None);
+                record(next(), Some(rt.block_on(row)));
+            }
+            if want("buffered") {
+                let row = large_values(tmp.path(), backend, bytes, Durability::Buffered);
                 record(next(), Some(rt.block_on(row)));
             }
             if want("small") {
@@ -186,8 +191,10 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64, durability: Du
     for h in handles {
         h.await.expect("task");
     }
-    if durability == Durability::None {
-        db.flush().await.expect("flush");
+    match durability {
+        Durability::None => db.flush().await.expect("flush"),
+        Durability::Buffered => db.sync().await.expect("sync"),
+        Durability::Sync => {}
     }
     let elapsed = t.elapsed();
     let st = db.stats();
@@ -203,6 +210,8 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64, durability: Du
         bytes: values * (64 << 10),
         note: if durability == Durability::None {
             "no WAL; until flush() returns".into()
+        } else if durability == Durability::Buffered {
+            "until sync() returns".into()
         } else {
             format!(
                 "avg group {:.1}, {:.2} groups/fdatasync",

@@ -91,6 +91,8 @@ mod shared;
 #[cfg(not(loom))]
 mod space;
 #[cfg(not(loom))]
+mod stats;
+#[cfg(not(loom))]
 mod verify;
 #[cfg(not(loom))]
 mod wal;
@@ -104,7 +106,7 @@ pub use batch::WriteBatch;
 #[cfg(not(loom))]
 pub use builder::{Builder, IO_BACKEND_ENV};
 #[cfg(not(loom))]
-pub use db::{Db, Stats};
+pub use db::Db;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use gc::CompactionReport;
@@ -112,6 +114,8 @@ pub use gc::CompactionReport;
 pub use options::{Durability, IoBackend};
 #[cfg(not(loom))]
 pub use space::FileSpace;
+#[cfg(not(loom))]
+pub use stats::Stats;
 #[cfg(not(loom))]
 pub use verify::{verify, Problem, VerifyReport};
 /// Entry points into crate-private code for the cargo-fuzz targets in
