@@ -39,6 +39,32 @@ fn put_get_dump_stats_verify() {
     assert!(text(&ok).contains("records"));
 }
 
+/// `get` and `dump` read beside a running writer (a follower, no lock);
+/// `put` is refused while the writer holds the lock.
+#[test]
+fn get_and_dump_work_beside_a_running_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(async {
+        let db = silt::Db::open(dir.path()).await.unwrap();
+        db.put("live", "yes").await.unwrap();
+        db
+    });
+    let got = silt(&["get", p, "live"]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(text(&got), "yes\n");
+    assert_eq!(text(&silt(&["dump", p])), "live\tyes\n");
+    let put = silt(&["put", p, "k", "v"]);
+    assert!(!put.status.success());
+    assert!(String::from_utf8_lossy(&put.stderr).contains("lock"));
+    rt.block_on(db.close()).unwrap();
+}
+
 #[test]
 fn compact_reclaims_overwritten_values() {
     let dir = tempfile::tempdir().unwrap();

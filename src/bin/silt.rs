@@ -9,8 +9,10 @@
 //! silt compact PATH                    reclaim the space of dead records
 //! ```
 //!
-//! `stats`, `dump`, `get`, `put` and `compact` open the store as its writer (they take
-//! the directory lock); `verify` only reads files.
+//! `get` and `dump` open the store as a read-only follower (no lock, no file
+//! changed), so they work beside a running writer; `stats`, `put` and
+//! `compact` open it as its writer (they take the directory lock); `verify`
+//! only reads files.
 
 #[path = "../../benches/workloads/mod.rs"]
 mod workloads;
@@ -104,13 +106,24 @@ fn escape(b: &[u8]) -> String {
 /// Opens an existing store: inspection must not create one by accident,
 /// nor start rewriting files (background GC off; `compact` is explicit).
 async fn open_existing(path: &std::path::Path) -> silt::Result<Db> {
+    check_store(path)?;
+    Db::builder(path).gc_threshold(0.0).open().await
+}
+
+/// Opens an existing store read-only, beside its writer if one runs.
+async fn open_reader(path: &std::path::Path) -> silt::Result<Db> {
+    check_store(path)?;
+    Db::open_read_only(path).await
+}
+
+fn check_store(path: &std::path::Path) -> silt::Result<()> {
     if !path.join("data").is_dir() {
         return Err(silt::Error::InvalidArgument(format!(
             "no silt store at {}",
             path.display()
         )));
     }
-    Db::builder(path).gc_threshold(0.0).open().await
+    Ok(())
 }
 
 async fn run(cmd: Cmd) -> silt::Result<ExitCode> {
@@ -160,7 +173,7 @@ async fn run(cmd: Cmd) -> silt::Result<ExitCode> {
         }
         Cmd::Verify { path } => verify(path),
         Cmd::Dump { path, keys_only } => {
-            let db = open_existing(&path).await?;
+            let db = open_reader(&path).await?;
             let mut pairs = Box::pin(db.scan());
             while let Some(pair) = pairs.next().await {
                 let (k, v) = pair?;
@@ -174,7 +187,7 @@ async fn run(cmd: Cmd) -> silt::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Get { path, key } => {
-            let db = open_existing(&path).await?;
+            let db = open_reader(&path).await?;
             let v = db.get(key.as_bytes()).await?;
             db.close().await?;
             match v {
