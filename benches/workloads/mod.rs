@@ -240,7 +240,8 @@ impl Progress for Quiet {
 
 /// The standard workloads (the core bench and `silt bench`): fills with
 /// Buffered from 1 task, 64 tasks and batches of 256, Sync from 64 tasks,
-/// reopen, random and missing-key gets, index and disk footprint. `n` keys
+/// reopen, random and missing-key gets, index and disk footprint, a
+/// follower's open and refresh. `n` keys
 /// of 16 B with 100 B values, in stores under `dir`.
 pub async fn standard_suite(dir: &std::path::Path, n: u64, progress: &dyn Progress) -> Vec<Row> {
     use silt::Durability;
@@ -309,6 +310,46 @@ pub async fn standard_suite(dir: &std::path::Path, n: u64, progress: &dyn Progre
     };
     progress.finish(&r);
     rows.push(r);
+
+    // A read-only follower beside the open writer: its open, then a refresh
+    // after the writer added n/10 keys (it reads only the new bytes).
+    let t = Instant::now();
+    let follower = Db::open_read_only(&path).await.expect("follower");
+    let r = Row {
+        name: "follower open beside the writer".into(),
+        ops: follower.stats().keys,
+        elapsed: t.elapsed(),
+        bytes: 0,
+        note: format!("{:.1} ms", t.elapsed().as_secs_f64() * 1e3),
+    };
+    progress.finish(&r);
+    rows.push(r);
+    fill_concurrent(&db, keys, (n / 10).max(64), 64).await;
+    let more = db.stats().keys - keys;
+    let read_before = follower.stats().follower_bytes_read;
+    let t = Instant::now();
+    follower.refresh().await.expect("refresh");
+    let elapsed = t.elapsed();
+    let read = follower.stats().follower_bytes_read - read_before;
+    assert_eq!(
+        follower.stats().keys,
+        db.stats().keys,
+        "the follower caught up"
+    );
+    let r = Row {
+        name: format!("follower refresh after {more} more puts"),
+        ops: more,
+        elapsed,
+        bytes: read,
+        note: format!(
+            "{:.1} ms, {:.1} MiB read",
+            elapsed.as_secs_f64() * 1e3,
+            read as f64 / (1 << 20) as f64
+        ),
+    };
+    progress.finish(&r);
+    rows.push(r);
+    follower.close().await.expect("close follower");
     db.close().await.expect("close");
     rows
 }
