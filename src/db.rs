@@ -87,7 +87,9 @@ impl Db {
     /// [`Db::refresh`]. Writes through it are [`Error::ReadOnly`]. It sees a
     /// record once it is in the file: under `Durability::Sync` that can be
     /// just before the writer acknowledges it. `Db::builder(path)` knobs do
-    /// not apply, except through [`Builder::open_read_only`].
+    /// not apply, except through [`Builder::open_read_only`]. Its `stats()`
+    /// count what it has loaded; the space figures (`record_bytes`,
+    /// `live_bytes`, [`Db::file_space`]) are kept by the writer only.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
