@@ -75,16 +75,30 @@ impl FollowerState {
         // file, maybe one created after the listing: list again.
         let mut passes = 0;
         let listing = loop {
-            let listing = list(&data_dir, true)?;
-            let missed = self.load_listed(shared, &listing, &mut new, &mut done)?;
-            passes += 1;
-            if !missed || passes == MAX_PASSES {
-                break listing;
+            let pass = list(&data_dir, true).and_then(|listing| {
+                let missed = self.load_listed(shared, &listing, &mut new, &mut done)?;
+                Ok((listing, missed))
+            });
+            match pass {
+                Ok((listing, missed)) => {
+                    passes += 1;
+                    if !missed || passes == MAX_PASSES {
+                        break Ok(listing);
+                    }
+                }
+                Err(e) => break Err(e),
             }
         };
-        // Pass order is file order within each file id; keep it stable.
+        // What was loaded is indexed even if a later file failed: loaded
+        // files are marked so and not read again. Pass order is file order
+        // within each file id; the sort keeps it.
         new.sort_by_key(|(id, _)| *id);
         apply_entries(shared, &new);
+        shared
+            .counters
+            .follower_bytes_read
+            .fetch_add(done.bytes_read, Ordering::Relaxed);
+        let listing = listing?;
         let gone: Vec<u32> = self
             .loaded
             .keys()
@@ -96,10 +110,6 @@ impl FollowerState {
             shared.registry.remove(id);
             done.files_dropped += 1;
         }
-        shared
-            .counters
-            .follower_bytes_read
-            .fetch_add(done.bytes_read, Ordering::Relaxed);
         Ok(done)
     }
 
@@ -313,8 +323,8 @@ mod tests {
     use crate::Db;
 
     /// A slab image holding `pairs` as one-record groups.
-    fn log_image(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut w = SlabWriter::new(1, 1 << 20);
+    fn log_image(id: u32, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = SlabWriter::new(id, 1 << 20);
         for (k, v) in pairs {
             w.append(FLAG_PUT | FLAG_BEGIN | FLAG_END, k.as_bytes(), v.as_bytes())
                 .unwrap();
@@ -353,7 +363,7 @@ mod tests {
                 let data = dir.path().join("data");
                 std::fs::create_dir_all(&data).unwrap();
                 let read = [("a", "1"), ("refused", "x")];
-                std::fs::write(log_path(&data, 1), log_image(&read)).unwrap();
+                std::fs::write(log_path(&data, 1), log_image(1, &read)).unwrap();
                 let follower = Db::open_read_only(dir.path()).await.unwrap();
                 assert_eq!(value(&follower, "refused").await.as_deref(), Some("x"));
 
@@ -363,7 +373,7 @@ mod tests {
                 } else {
                     &[("a", "1"), ("refused", "x"), ("b", "2")]
                 };
-                let segment = sealed(&log_image(later));
+                let segment = sealed(&log_image(1, later));
                 std::fs::write(segment_path(&data, 1), segment).unwrap();
                 std::fs::remove_file(log_path(&data, 1)).unwrap();
                 let res = follower.refresh().await;
@@ -379,6 +389,34 @@ mod tests {
                     assert_eq!(follower.stats().slabs_in_memory, 0);
                 }
             }
+        });
+    }
+
+    /// A file that fails to load (here: another format version) fails the
+    /// refresh, but what the refresh loaded before it is indexed, not
+    /// marked loaded and lost.
+    #[test]
+    fn a_failing_file_does_not_lose_what_the_refresh_loaded() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(log_path(&data, 1), log_image(1, &[("a", "1")])).unwrap();
+            let follower = Db::open_read_only(dir.path()).await.unwrap();
+            std::fs::write(log_path(&data, 3), log_image(3, &[("c", "3")])).unwrap();
+            let mut bad = log_image(4, &[("d", "4")]);
+            bad[8..12].copy_from_slice(&99u32.to_le_bytes());
+            std::fs::write(log_path(&data, 4), bad).unwrap();
+            for _ in 0..2 {
+                let res = follower.refresh().await;
+                assert!(matches!(res, Err(Error::Corruption { .. })), "{res:?}");
+                assert_eq!(value(&follower, "c").await.as_deref(), Some("3"));
+                assert_eq!(value(&follower, "a").await.as_deref(), Some("1"));
+            }
+            std::fs::remove_file(log_path(&data, 4)).unwrap();
+            follower.refresh().await.unwrap();
+            assert_eq!(follower.stats().keys, 2);
         });
     }
 }
