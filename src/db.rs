@@ -225,7 +225,7 @@ impl Db {
     }
 
     /// Sets `key` to `value`. Resolves when the write has the configured
-    /// [`Durability`]; from then on every `get` sees it.
+    /// [`Durability`](crate::Durability); from then on every `get` sees it.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
