@@ -17,11 +17,18 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
 struct Handle {
-    tx: mpsc::Sender<Request>,
+    role: Role,
     shared: Arc<Shared>,
-    /// Set on a read-only follower: what it has loaded, moved forward by
-    /// `refresh` (one at a time).
-    follower: Option<tokio::sync::Mutex<crate::follower::FollowerState>>,
+}
+
+/// What a handle talks to.
+#[derive(Debug)]
+enum Role {
+    /// The writer task.
+    Writer(mpsc::Sender<Request>),
+    /// Nothing: a read-only follower, with what it has loaded, moved
+    /// forward by `refresh` (one at a time).
+    Follower(tokio::sync::Mutex<crate::follower::FollowerState>),
 }
 
 /// A handle to an open store. Cheap to clone; every clone talks to the same
@@ -61,21 +68,18 @@ impl Db {
     pub(crate) fn from_parts(tx: mpsc::Sender<Request>, shared: Arc<Shared>) -> Db {
         Db {
             inner: Arc::new(Handle {
-                tx,
+                role: Role::Writer(tx),
                 shared,
-                follower: None,
             }),
         }
     }
 
     /// A read-only follower's handle: no writer task behind it.
     pub(crate) fn follower(shared: Arc<Shared>, state: crate::follower::FollowerState) -> Db {
-        let (tx, _) = mpsc::channel(1);
         Db {
             inner: Arc::new(Handle {
-                tx,
+                role: Role::Follower(tokio::sync::Mutex::new(state)),
                 shared,
-                follower: Some(tokio::sync::Mutex::new(state)),
             }),
         }
     }
@@ -117,7 +121,7 @@ impl Db {
     /// removed. Reads only what is new. On a writer's handle, `Ok` at once
     /// (it always sees its own writes).
     pub async fn refresh(&self) -> Result<()> {
-        let Some(state) = &self.inner.follower else {
+        let Role::Follower(state) = &self.inner.role else {
             return self.shared().check_open();
         };
         self.shared().check_open()?;
@@ -134,11 +138,12 @@ impl Db {
         res.map(drop)
     }
 
-    fn check_writable(&self) -> Result<()> {
-        if self.inner.follower.is_some() {
-            return Err(Error::ReadOnly);
+    /// The writer task's channel; `ReadOnly` on a follower.
+    fn writer(&self) -> Result<&mpsc::Sender<Request>> {
+        match &self.inner.role {
+            Role::Writer(tx) => Ok(tx),
+            Role::Follower(_) => Err(Error::ReadOnly),
         }
-        Ok(())
     }
 
     /// Opens the store at `path` with every default.
@@ -176,18 +181,14 @@ impl Db {
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
         self.shared().check_open()?;
-        self.check_writable()?;
+        let writer = self.writer()?;
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(make(tx))
-            .await
-            .map_err(|_| Error::Closed)?;
+        writer.send(make(tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     async fn write_ops(&self, ops: Vec<Op>) -> Result<()> {
-        self.check_writable()?;
+        self.writer()?;
         let room = self.shared().config.slab_size - FILE_HEADER_LEN;
         let mut total = 0usize;
         for op in &ops {
@@ -489,8 +490,8 @@ impl Db {
     /// [`Builder::gc_threshold`]: crate::Builder::gc_threshold
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.shared().check_open()?;
-        self.check_writable()?;
-        crate::gc::compact(&self.inner.shared, &self.inner.tx, |f| {
+        let writer = self.writer()?;
+        crate::gc::compact(&self.inner.shared, writer, |f| {
             f.live_bytes < f.record_bytes
         })
         .await
@@ -530,7 +531,7 @@ impl Db {
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
     pub async fn close(self) -> Result<()> {
-        if self.inner.follower.is_some() {
+        if let Role::Follower(_) = self.inner.role {
             self.shared().closed.store(true, Ordering::Release);
             return Ok(());
         }

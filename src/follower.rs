@@ -34,16 +34,9 @@ const MAX_PASSES: usize = 8;
 enum Loaded {
     /// A segment: complete and immutable.
     Segment,
-    /// An unsealed file the writer may still append to.
-    Log(LogCopy),
-}
-
-/// A follower's copy of an unsealed file, up to the end of its last whole
-/// group, and the records of it that are indexed.
-#[derive(Debug)]
-struct LogCopy {
-    slab: SlabWriter,
-    indexed: Vec<FooterEntry>,
+    /// An unsealed file the writer may still append to, copied up to the
+    /// end of its last whole group (every record of the copy is indexed).
+    Log(SlabWriter),
 }
 
 /// A follower's view of the directory; `refresh` moves it forward.
@@ -110,6 +103,12 @@ impl FollowerState {
             shared.registry.remove(id);
             done.files_dropped += 1;
         }
+        tracing::debug!(
+            records = done.records,
+            bytes_read = done.bytes_read,
+            files_dropped = done.files_dropped,
+            "follower refreshed"
+        );
         Ok(done)
     }
 
@@ -131,7 +130,7 @@ impl FollowerState {
             let mut read = match (kind, self.loaded.get_mut(&id)) {
                 (_, Some(Loaded::Segment)) => continue,
                 (Kind::Segment, _) => self.load_segment(shared, id, path),
-                (Kind::Log, Some(Loaded::Log(copy))) => grow_log(shared, copy, path),
+                (Kind::Log, Some(Loaded::Log(w))) => grow_log(shared, w, path),
                 (Kind::Log, None) => self.load_log(shared, id, path),
             };
             if matches!((kind, &read), (Kind::Log, Err(e)) if vanished(e)) {
@@ -166,15 +165,18 @@ impl FollowerState {
     ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
         let (seg, mut entries) = open_segment(path, id, shared.config.verify_checksums)?;
         let indexed_upto = match self.loaded.get(&id) {
-            Some(Loaded::Log(copy)) => {
-                let upto = copy.slab.appended();
+            Some(Loaded::Log(w)) => {
+                let upto = w.appended();
+                // What this follower indexed from the log: the records of
+                // its copy (a header scan of memory, once per sealed log).
+                let indexed = Source::Slab(w.slab().clone()).entries();
                 let sealed = entries.iter().take_while(|e| (e.offset as usize) < upto);
                 // The writer rolls back a failed WAL write and writes other
                 // records at the same offsets; if this follower had read
                 // the refused ones, its index no longer matches the file.
-                if !sealed.clone().eq(copy.indexed.iter()) {
+                if !sealed.clone().eq(indexed.iter()) {
                     let at = sealed
-                        .zip(&copy.indexed)
+                        .zip(&indexed)
                         .find(|(a, b)| a != b)
                         .map_or(upto, |(a, _)| a.offset as usize);
                     return Err(Error::corruption(
@@ -218,15 +220,10 @@ impl FollowerState {
             return Ok(None);
         }
         let len = file_len(&file, path)?;
-        let mut copy = LogCopy {
-            slab: SlabWriter::new(id, page_ceil(len.max(1 << 20))),
-            indexed: Vec::new(),
-        };
-        let found = stage(&mut copy, &file, path, len)?;
-        shared
-            .registry
-            .insert(id, Source::Slab(copy.slab.slab().clone()));
-        self.loaded.insert(id, Loaded::Log(copy));
+        let mut w = SlabWriter::new(id, page_ceil(len.max(1 << 20)));
+        let found = stage(&mut w, &file, path, len)?;
+        shared.registry.insert(id, Source::Slab(w.slab().clone()));
+        self.loaded.insert(id, Loaded::Log(w));
         Ok(Some(found))
     }
 }
@@ -234,12 +231,11 @@ impl FollowerState {
 /// The bytes a log gained since the last refresh.
 fn grow_log(
     shared: &Shared,
-    copy: &mut LogCopy,
+    w: &mut SlabWriter,
     path: &Path,
 ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
     let len = file_len(&file, path)?;
-    let w = &mut copy.slab;
     if len <= w.appended() {
         return Ok(None);
     }
@@ -264,19 +260,18 @@ fn grow_log(
             .registry
             .insert(w.slab().file_id(), Source::Slab(w.slab().clone()));
     }
-    let found = stage(copy, &file, path, len)?;
+    let found = stage(w, &file, path, len)?;
     Ok(Some(found))
 }
 
 /// Reads the file from the follower's copy's end up to `len` into its
-/// slab, scans it, and publishes (and notes) the whole groups found.
+/// slab, scans it, and publishes the whole groups found.
 fn stage(
-    copy: &mut LogCopy,
+    w: &mut SlabWriter,
     file: &std::fs::File,
     path: &Path,
     len: usize,
 ) -> Result<(Vec<FooterEntry>, u64)> {
-    let w = &mut copy.slab;
     let from = w.appended();
     let mut fresh = vec![0u8; len.saturating_sub(from)];
     let n = read_upto(file, &mut fresh, from as u64).map_err(|e| Error::io("read WAL", path, e))?;
@@ -288,7 +283,6 @@ fn stage(
     // writing fails its CRC and waits for the next refresh.
     let scan = scan_records_from(image, from, true);
     w.commit_staged(scan.valid_end, from + n);
-    copy.indexed.extend_from_slice(&scan.entries);
     Ok((scan.entries, n as u64))
 }
 

@@ -271,18 +271,7 @@ struct FaultFile {
 
 impl FileIo for FaultFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        match self.inj.check(OpKind::Write) {
-            Ok(()) => self.inner.write_at(buf, offset),
-            Err(Fault::ShortWrite) => {
-                // Whole pages only, so O_DIRECT accepts the half write.
-                let half = buf.len() / 2 / 4096 * 4096;
-                if half > 0 {
-                    self.inner.write_at(&buf[..half], offset)?;
-                }
-                Err(as_io(Fault::ShortWrite))
-            }
-            Err(f) => Err(as_io(f)),
-        }
+        self.write_gather(&[buf], offset)
     }
 
     /// One operation, like the one system call it stands for; a short write
