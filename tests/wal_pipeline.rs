@@ -68,60 +68,97 @@ async fn assert_acked_present(db: &Db, results: &[(String, Bytes, Result<(), Err
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_fails_the_groups_behind_it_and_the_store_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let inj = FaultInjector::new();
     // One slab holds all of the first round (16 × 30 × 8 KiB), so no flush
     // worker writes during it and the 12th write is certainly a WAL write
     // (a flush write that fails is retried, failing no put).
+    let failed = fail_one_write(8 << 20, 12).await;
+    assert!(failed > 0, "the injected ENOSPC failed no put");
+}
+
+/// With 1 MiB slabs the first round rotates four times, and a slab whose
+/// last writes are still in flight closes while the next one takes
+/// appends: a failed write in the closing slab must also fail (and drop)
+/// every group already appended to the new one. Each WAL write in turn
+/// fails once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_in_a_closing_slab_fails_the_groups_in_the_next() {
+    let mut failing = 0;
+    for nth in 4..=40 {
+        if fail_one_write(1 << 20, nth).await > 0 {
+            failing += 1;
+        }
+    }
+    // Flush workers' writes are retried and fail no put; most are WAL writes.
+    assert!(
+        failing >= 20,
+        "only {failing} of 37 injected write failures failed a put"
+    );
+}
+
+/// Runs a round of concurrent puts with the `nth` write failing with ENOSPC
+/// once, then a round with room again, then reopens: no failed put is ever
+/// visible, every acknowledged one is. Returns how many puts failed.
+async fn fail_one_write(slab_size: usize, nth: u64) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
     let db = builder(dir.path(), &inj)
-        .slab_size(8 << 20)
+        .slab_size(slab_size)
         .open()
         .await
         .unwrap();
     inj.set_plan(Some(FaultPlan {
         kind: OpKind::Write,
-        nth: 12,
+        nth,
         fault: Fault::Enospc,
         persistent: false,
     }));
     let results = concurrent_puts(&db, "a").await;
     let failed: Vec<_> = results.iter().filter(|r| r.2.is_err()).collect();
-    assert!(!failed.is_empty(), "the injected ENOSPC failed no put");
-    assert!(failed.len() < results.len(), "every put failed");
+    assert!(
+        failed.len() < results.len(),
+        "write {nth}: every put failed"
+    );
     for (key, _, res) in &failed {
         match res {
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(28) => {}
-            other => panic!("{key}: expected ENOSPC, got {other:?}"),
+            other => panic!("write {nth}, {key}: expected ENOSPC, got {other:?}"),
         }
     }
     // Not acknowledged, so not visible; acknowledged, so visible.
     for (key, _, res) in &results {
         if res.is_err() {
-            assert_eq!(db.get(key.as_bytes()).await.unwrap(), None, "{key}");
+            assert_eq!(
+                db.get(key.as_bytes()).await.unwrap(),
+                None,
+                "write {nth}: {key}"
+            );
         }
     }
-    assert_acked_present(&db, &results, "before reopen").await;
+    let what = format!("write {nth} failed, before reopen");
+    assert_acked_present(&db, &results, &what).await;
     // The disk has room again: every later write succeeds.
     let later = concurrent_puts(&db, "b").await;
     assert!(
         later.iter().all(|r| r.2.is_ok()),
-        "writes after the fault failed"
+        "write {nth}: writes after the fault failed"
     );
     db.close().await.unwrap();
 
     let db = Db::builder(dir.path()).open().await.unwrap();
-    assert_acked_present(&db, &results, "after reopen").await;
-    assert_acked_present(&db, &later, "after reopen").await;
+    let what = format!("write {nth} failed, after reopen");
+    assert_acked_present(&db, &results, &what).await;
+    assert_acked_present(&db, &later, &what).await;
     for (key, _, res) in &results {
         if res.is_err() {
             assert_eq!(
                 db.get(key.as_bytes()).await.unwrap(),
                 None,
-                "{key} came back"
+                "write {nth}: {key} came back"
             );
         }
     }
     db.close().await.unwrap();
+    failed.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

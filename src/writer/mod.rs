@@ -138,6 +138,9 @@ impl Group {
 #[derive(Debug)]
 struct Inflight {
     group: Group,
+    /// The slab the group's records are in (the active one, or the one
+    /// closing behind it).
+    file_id: u32,
     /// Slab offset of the group's first record (the rollback point).
     start: usize,
     /// Where its WAL write began (the rewrite point if it fails: for a new
@@ -166,6 +169,10 @@ pub(crate) struct Writer {
     active: Option<SlabWriter>,
     /// Bytes of the active slab already handed to the log thread.
     logged_upto: usize,
+    /// The previous active slab, full, whose last groups are still in the
+    /// WAL pipeline: it is sealed once they complete, while appends go on
+    /// into `active` (see `seal::Writer::rotate`).
+    closing: Option<Closing>,
     next_file_id: u32,
     pending: Group,
     /// Slab offset of the pending group's first record.
@@ -176,6 +183,14 @@ pub(crate) struct Writer {
     wal_epoch: u64,
     highest_sealed: u32,
     recovered: Vec<(Arc<Slab>, usize)>,
+}
+
+/// A full slab waiting for its last WAL writes before it is sealed.
+#[derive(Debug)]
+struct Closing {
+    writer: SlabWriter,
+    /// Bytes of it handed to the log thread.
+    logged_upto: usize,
 }
 
 enum Event {
@@ -220,6 +235,7 @@ impl Writer {
             flush_tx: Some(flush_tx),
             active: None,
             logged_upto: 0,
+            closing: None,
             next_file_id: init.next_file_id,
             pending: Group::default(),
             pending_start: 0,
@@ -250,8 +266,9 @@ impl Writer {
             match event {
                 Event::Logged(res) => {
                     if let Some(inf) = self.inflight.pop_front() {
-                        self.complete(inf.group, inf.start, inf.from, res);
+                        self.complete(inf.group, inf.file_id, inf.start, inf.from, res);
                     }
+                    self.seal_closing().await;
                 }
                 Event::Requests(0) => break,
                 Event::Requests(_) => {
@@ -288,20 +305,21 @@ impl Writer {
         let start = self.pending_start;
         let group = std::mem::take(&mut self.pending);
         if !self.wal() {
-            self.complete(group, start, start, Ok(()));
+            self.complete(group, 0, start, start, Ok(()));
             return;
         }
         let (Some(w), Some(wal)) = (&self.active, &mut self.wal) else {
-            self.complete(group, start, start, Err(WalError::Sync(Error::Closed)));
+            self.complete(group, 0, start, start, Err(WalError::Sync(Error::Closed)));
             return;
         };
+        let file_id = w.slab().file_id();
         let to = w.appended();
         let from = self.logged_upto;
         self.logged_upto = to;
         match wal {
             Wal::Inline(files) => {
                 let res = files.write(w.slab(), from, to, false);
-                self.complete(group, start, from, res);
+                self.complete(group, file_id, start, from, res);
             }
             Wal::Thread(tx) => {
                 let (reply, rx) = oneshot::channel();
@@ -314,11 +332,18 @@ impl Writer {
                     reply,
                 });
                 if tx.send(job).is_err() {
-                    self.complete(group, start, from, Err(WalError::Sync(Error::Closed)));
+                    self.complete(
+                        group,
+                        file_id,
+                        start,
+                        from,
+                        Err(WalError::Sync(Error::Closed)),
+                    );
                     return;
                 }
                 self.inflight.push_back(Inflight {
                     group,
+                    file_id,
                     start,
                     from,
                     rx,
@@ -328,10 +353,17 @@ impl Writer {
     }
 
     /// Applies a finished group: index first, then acknowledgements, so an
-    /// acknowledged write is always visible to its writer. `start` is the
-    /// slab offset of the group's first record, `from` where its WAL write
-    /// began.
-    fn complete(&mut self, group: Group, start: usize, from: usize, res: Result<(), WalError>) {
+    /// acknowledged write is always visible to its writer. `file_id` is the
+    /// slab the group is in, `start` the slab offset of its first record,
+    /// `from` where its WAL write began.
+    fn complete(
+        &mut self,
+        group: Group,
+        file_id: u32,
+        start: usize,
+        from: usize,
+        res: Result<(), WalError>,
+    ) {
         let failure = match res {
             Ok(()) => {
                 self.apply(group);
@@ -355,10 +387,7 @@ impl Writer {
                 // the groups queued behind the failed one, so no write reads
                 // the slab while it is rolled back).
                 self.wal_epoch += 1;
-                if let Some(w) = &mut self.active {
-                    w.rollback(start);
-                    self.logged_upto = self.logged_upto.min(from).min(start);
-                }
+                self.roll_back(file_id, start, from);
             }
         }
         // Groups behind a failed one fail with it, whatever their own reply:
@@ -532,15 +561,16 @@ impl Writer {
     }
 
     /// Submits the pending group and waits for every group in flight, so
-    /// everything appended is durable (or failed).
+    /// everything appended is durable (or failed); seals the closing slab.
     async fn drain_wal(&mut self) {
         loop {
             self.advance();
             let Some(inf) = self.inflight.pop_front() else {
-                return;
+                break;
             };
             let res = inf.rx.await.unwrap_or(Err(WalError::Sync(Error::Closed)));
-            self.complete(inf.group, inf.start, inf.from, res);
+            self.complete(inf.group, inf.file_id, inf.start, inf.from, res);
         }
+        self.seal_closing().await;
     }
 }

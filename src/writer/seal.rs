@@ -1,23 +1,102 @@
 //! The writer's slab lifecycle: sealing the active slab and handing it to
 //! the flush workers (with backpressure), `sync`, and shutdown.
 
-use super::Writer;
+use super::{Closing, Writer};
 use crate::backpressure::SealedBudget;
 use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
 use crate::options::Durability;
-use crate::slab::Slab;
+use crate::slab::{Slab, FILE_HEADER_LEN};
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 impl Writer {
-    /// Seals the active slab and hands it to the flush workers.
+    /// The active slab is full: a new one takes the next appends. With the
+    /// log threads (`Sync`), the full slab is sealed only once its groups
+    /// in flight complete (`seal_closing`), and appends go on meanwhile:
+    /// waiting for them first left the device idle for a write, an
+    /// fdatasync and the pipeline's refill at every rotation (1–7 ms, 32
+    /// times per 2 GiB; docs/decisions.md). Otherwise it is sealed now.
     pub(super) async fn rotate(&mut self) -> Result<()> {
-        self.drain_wal().await;
+        if self.closing.is_some() {
+            // One slab closes at a time.
+            self.drain_wal().await;
+        }
         self.shared.check_poisoned()?;
-        self.seal_active().await
+        self.advance();
+        let threaded = matches!(self.wal, Some(Wal::Thread(_)));
+        if !threaded || !self.pending.is_empty() || self.inflight.is_empty() {
+            self.drain_wal().await;
+            self.shared.check_poisoned()?;
+            return self.seal_active().await;
+        }
+        let Some(w) = self.active.take() else {
+            return Ok(());
+        };
+        w.publish();
+        if let Some(Wal::Thread(tx)) = &self.wal {
+            // Queued behind the slab's last writes, so it closes the file
+            // after them; nothing else is written to it by the WAL.
+            let _ = tx.send(LogJob::Retire {
+                file_id: w.slab().file_id(),
+            });
+        }
+        self.closing = Some(Closing {
+            writer: w,
+            logged_upto: self.logged_upto,
+        });
+        Ok(())
+    }
+
+    /// Seals the closing slab once none of its groups is in flight. Not
+    /// after a poisoning failure: what the WAL could not make durable must
+    /// not reach a segment (the slab stays readable until the store closes).
+    pub(super) async fn seal_closing(&mut self) {
+        let Some(c) = &self.closing else {
+            return;
+        };
+        let id = c.writer.slab().file_id();
+        if self.inflight.iter().any(|i| i.file_id == id) || self.shared.check_poisoned().is_err() {
+            return;
+        }
+        let Some(c) = self.closing.take() else {
+            return;
+        };
+        if c.writer.is_empty() {
+            // Every group in it failed and was rolled back.
+            self.shared.registry.remove(id);
+            return;
+        }
+        c.writer.publish();
+        self.send_to_flush(c.writer.slab().clone(), c.logged_upto)
+            .await;
+    }
+
+    /// A WAL write of slab `file_id` failed: drops the records from `start`
+    /// (the failed group's first) on, and those of every later group; the
+    /// next WAL write of the slab starts at `from` again (where the failed
+    /// one began). If the failure was in the closing slab, every group in
+    /// the active slab came after it: the active slab is emptied (the log
+    /// thread refused its writes, so its file holds none of them).
+    pub(super) fn roll_back(&mut self, file_id: u32, start: usize, from: usize) {
+        match &mut self.closing {
+            Some(c) if c.writer.slab().file_id() == file_id => {
+                c.writer.rollback(start);
+                c.logged_upto = c.logged_upto.min(from).min(start);
+                if let Some(w) = &mut self.active {
+                    w.rollback(FILE_HEADER_LEN);
+                    self.logged_upto = 0;
+                }
+            }
+            _ => {
+                if let Some(w) = &mut self.active {
+                    w.rollback(start);
+                    self.logged_upto = self.logged_upto.min(from).min(start);
+                }
+            }
+        }
     }
 
     pub(super) async fn seal_active(&mut self) -> Result<()> {
