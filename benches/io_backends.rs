@@ -122,6 +122,7 @@ fn fio(dir: &Path, bytes: u64, per_write_sync: bool) -> Option<Row> {
         .arg(format!("--filename={}", file.display()))
         .output();
     let _ = std::fs::remove_file(&file);
+    bench_env::settle();
     let out = match out {
         Ok(o) if o.status.success() => o,
         _ => {
@@ -200,6 +201,7 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64, durability: Du
     let st = db.stats();
     db.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&path);
+    bench_env::settle();
     Row {
         name: format!(
             "silt {:?}: 64 KiB values, {tasks} tasks, {durability:?}",
@@ -232,6 +234,7 @@ async fn small_sync(dir: &Path, backend: IoBackend, n: u64) -> Row {
     row.note = format!("{}, {:.2} groups/fdatasync", row.note, groups_per_sync(&st));
     db.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&path);
+    bench_env::settle();
     row
 }
 

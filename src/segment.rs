@@ -267,8 +267,16 @@ impl Segment {
             path: path.to_path_buf(),
             map,
         };
+        // The header and footer checks touch a few pages at both ends; on a
+        // fault the kernel reads `read_ahead_kb` around it (8 MiB on the
+        // test VM: 16 MiB read for every segment published, competing with
+        // the WAL's writes; docs/decisions.md). So only the touched pages
+        // are read here, and later reads get the default read-around back.
+        let _ = seg.map.advise(memmap2::Advice::Random);
         let header_ok = decode_file_header(&seg.map) == Some(file_id);
-        let found = match decode_footer(&seg.map) {
+        let footer = decode_footer(&seg.map);
+        let _ = seg.map.advise(memmap2::Advice::Normal);
+        let found = match footer {
             Ok(footer) if header_ok => SegmentIndex::Footer(footer),
             Ok(_) => SegmentIndex::Scanned(Scan::default(), "file header damaged".into()),
             Err(why) if header_ok => SegmentIndex::Scanned(scan_records(&seg.map, verify), why),
