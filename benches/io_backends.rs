@@ -3,7 +3,7 @@
 //! `bash benches/io_backends.sh` (installs fio if missing), or
 //! `cargo bench --bench io_backends`. SILT_BENCH_BYTES sets the volume of
 //! the 64 KiB-value test (default 2 GiB), SILT_BENCH_TASKS its writers
-//! (default 64), SILT_BENCH_ROUNDS the interleaved rounds (default 5),
+//! (default 64), SILT_BENCH_ROUNDS the interleaved rounds (default 6),
 //! SILT_BENCH_DIR the disk.
 
 mod bench_env;
@@ -25,53 +25,52 @@ fn main() {
     let bytes = env_num("SILT_BENCH_BYTES", 2 << 30);
     // This VM's disk varies by ±25 % from one run to the next, so fio and
     // silt run interleaved, several rounds, and each row is the median.
-    let rounds = env_num("SILT_BENCH_ROUNDS", 5).max(1) as usize;
+    let rounds = env_num("SILT_BENCH_ROUNDS", 6).max(1) as usize;
     let (tmp, rt) = bench_env::bench_env();
     // SILT_BENCH_ONLY=fio,large,flush,buffered,small (any of them) runs those
     // parts.
     let only = std::env::var("SILT_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
-    let mut runs: Vec<Vec<Row>> = Vec::new();
-    let mut record = |slot: usize, row: Option<Row>| {
-        if let Some(row) = row {
-            if runs.len() <= slot {
-                runs.resize(slot + 1, Vec::new());
-            }
-            runs[slot].push(row);
+    // Each row's runs, by row name, in the order rows first appear.
+    let mut runs: Vec<(String, Vec<Row>)> = Vec::new();
+    let mut record = |row: Option<Row>| {
+        let Some(row) = row else { return };
+        match runs.iter_mut().find(|(name, _)| *name == row.name) {
+            Some((_, rows)) => rows.push(row),
+            None => runs.push((row.name.clone(), vec![row])),
         }
     };
-    for _ in 0..rounds {
-        let mut slot = 0;
-        let mut next = || {
-            slot += 1;
-            slot - 1
-        };
+    for round in 0..rounds {
         if want("fio") {
-            record(next(), fio(tmp.path(), bytes, false));
-            record(next(), fio(tmp.path(), bytes, true));
+            record(fio(tmp.path(), bytes, false));
+            record(fio(tmp.path(), bytes, true));
         }
-        for backend in [IoBackend::Std, IoBackend::Uring] {
+        // The backends take turns going first: the first silt run of a
+        // round measured up to 40 % slower than the second, whichever
+        // backend it was (docs/decisions.md).
+        let mut backends = [IoBackend::Std, IoBackend::Uring];
+        if round % 2 == 1 {
+            backends.reverse();
+        }
+        for backend in backends {
             if want("large") {
                 let row = large_values(tmp.path(), backend, bytes, Durability::Sync);
-                record(next(), Some(rt.block_on(row)));
+                record(Some(rt.block_on(row)));
             }
             if want("flush") {
                 let row = large_values(tmp.path(), backend, bytes, Durability::None);
-                record(next(), Some(rt.block_on(row)));
+                record(Some(rt.block_on(row)));
             }
             if want("buffered") {
                 let row = large_values(tmp.path(), backend, bytes, Durability::Buffered);
-                record(next(), Some(rt.block_on(row)));
+                record(Some(rt.block_on(row)));
             }
             if want("small") {
-                record(
-                    next(),
-                    Some(rt.block_on(small_sync(tmp.path(), backend, 200_000))),
-                );
+                record(Some(rt.block_on(small_sync(tmp.path(), backend, 200_000))));
             }
         }
     }
-    let rows: Vec<Row> = runs.into_iter().filter_map(median).collect();
+    let rows: Vec<Row> = runs.into_iter().filter_map(|(_, r)| median(r)).collect();
     println!(
         "\nsilt I/O backends: {} MiB of 64 KiB values and 200k 100 B values, Durability::Sync, 64 tasks; median of {rounds} interleaved rounds\n",
         bytes >> 20
