@@ -14,7 +14,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::aligned::page_ceil;
-use crate::recovery::{apply_entries, check_version, list, open_segment, Kind};
+use crate::recovery::{apply_entries, check_version, list, open_segment, wal_len, Kind};
 use crate::registry::{segment_path, Source};
 use crate::segment::{scan_records_from, FooterEntry};
 use crate::shared::Shared;
@@ -219,7 +219,7 @@ impl FollowerState {
             tracing::warn!(path = %path.display(), "WAL file header damaged; the follower ignores the file");
             return Ok(None);
         }
-        let len = file_len(&file, path)?;
+        let len = wal_len(&file, path)?;
         let mut w = SlabWriter::new(id, page_ceil(len.max(1 << 20)));
         let found = stage(&mut w, &file, path, len)?;
         shared.registry.insert(id, Source::Slab(w.slab().clone()));
@@ -235,7 +235,7 @@ fn grow_log(
     path: &Path,
 ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
-    let len = file_len(&file, path)?;
+    let len = wal_len(&file, path)?;
     if len <= w.appended() {
         return Ok(None);
     }
@@ -284,14 +284,6 @@ fn stage(
     let scan = scan_records_from(image, from, true);
     w.commit_staged(scan.valid_end, from + n);
     Ok((scan.entries, n as u64))
-}
-
-fn file_len(file: &std::fs::File, path: &Path) -> Result<usize> {
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat WAL", path, e))?
-        .len();
-    usize::try_from(len).map_err(|_| Error::corruption(path, 0, "WAL file larger than memory"))
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file.

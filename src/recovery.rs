@@ -71,16 +71,20 @@ pub(crate) fn list(
 /// Reads an unsealed file into a page-aligned buffer of at least `slab_size`.
 fn read_log(path: &Path, slab_size: usize) -> Result<AlignedBuf> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io("stat WAL", path, e))?
-        .len();
-    let len = usize::try_from(len)
-        .map_err(|_| Error::corruption(path, 0, "WAL file larger than memory"))?;
+    let len = wal_len(&f, path)?;
     let mut buf = AlignedBuf::zeroed(page_ceil(len).max(slab_size));
     f.read_exact(&mut buf.as_mut_slice()[..len])
         .map_err(|e| Error::io("read WAL", path, e))?;
     Ok(buf)
+}
+
+/// The length of an open WAL file, which must fit in memory.
+pub(crate) fn wal_len(file: &std::fs::File, path: &Path) -> Result<usize> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat WAL", path, e))?
+        .len();
+    usize::try_from(len).map_err(|_| Error::corruption(path, 0, "WAL file larger than memory"))
 }
 
 /// Refuses a file another format version of silt wrote (its records would
@@ -253,7 +257,6 @@ pub(crate) fn apply_entries(
 
 /// Sets each file's record and live bytes: every record counts as written,
 /// every put as live unless a later record of its key superseded it.
-/// Each file's live bytes: its puts, less those superseded.
 fn account_space(shared: &Shared, per_file: &[(u32, Vec<FooterEntry>)], superseded: &[Location]) {
     let mut dead: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
     for loc in superseded {

@@ -6,7 +6,7 @@ use crate::backpressure::SealedBudget;
 use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
 use crate::options::Durability;
-use crate::slab::{Slab, FILE_HEADER_LEN};
+use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal};
 use std::sync::Arc;
@@ -35,14 +35,6 @@ impl Writer {
         let Some(w) = self.active.take() else {
             return Ok(());
         };
-        w.publish();
-        if let Some(Wal::Thread(tx)) = &self.wal {
-            // Queued behind the slab's last writes, so it closes the file
-            // after them; nothing else is written to it by the WAL.
-            let _ = tx.send(LogJob::Retire {
-                file_id: w.slab().file_id(),
-            });
-        }
         self.closing = Some(Closing {
             writer: w,
             logged_upto: self.logged_upto,
@@ -57,21 +49,18 @@ impl Writer {
         let Some(c) = &self.closing else {
             return;
         };
+        // Groups are in flight oldest first, and every group of the
+        // closing slab is older than those of the active one.
         let id = c.writer.slab().file_id();
-        if self.inflight.iter().any(|i| i.file_id == id) || self.shared.check_poisoned().is_err() {
+        if self.inflight.front().is_some_and(|i| i.file_id == id)
+            || self.shared.check_poisoned().is_err()
+        {
             return;
         }
         let Some(c) = self.closing.take() else {
             return;
         };
-        if c.writer.is_empty() {
-            // Every group in it failed and was rolled back.
-            self.shared.registry.remove(id);
-            return;
-        }
-        c.writer.publish();
-        self.send_to_flush(c.writer.slab().clone(), c.logged_upto)
-            .await;
+        self.seal(c.writer, c.logged_upto).await;
     }
 
     /// A WAL write of slab `file_id` failed: drops the records from `start`
@@ -103,12 +92,18 @@ impl Writer {
         let Some(w) = self.active.take() else {
             return Ok(());
         };
+        let written = if self.wal() { self.logged_upto } else { 0 };
+        self.seal(w, written).await;
+        Ok(())
+    }
+
+    /// A slab that takes no more appends and has no WAL write in flight:
+    /// closes its WAL file (the log thread does so after the writes queued
+    /// before) and queues it for flushing, `[0, written_upto)` being in the
+    /// file already. An empty slab (nothing appended, or every group rolled
+    /// back) is dropped instead.
+    async fn seal(&mut self, w: SlabWriter, written_upto: usize) {
         let id = w.slab().file_id();
-        if w.is_empty() {
-            self.shared.registry.remove(id);
-            return Ok(());
-        }
-        w.publish();
         match &mut self.wal {
             Some(Wal::Thread(tx)) => {
                 let _ = tx.send(LogJob::Retire { file_id: id });
@@ -116,9 +111,12 @@ impl Writer {
             Some(Wal::Inline(files)) => files.retire(id),
             None => {}
         }
-        let written = if self.wal() { self.logged_upto } else { 0 };
-        self.send_to_flush(w.slab().clone(), written).await;
-        Ok(())
+        if w.is_empty() {
+            self.shared.registry.remove(id);
+            return;
+        }
+        w.publish();
+        self.send_to_flush(w.slab().clone(), written_upto).await;
     }
 
     /// Waits for a backpressure permit, then queues the slab for flushing.
