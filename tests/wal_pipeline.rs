@@ -75,23 +75,26 @@ async fn a_failed_write_fails_the_groups_behind_it_and_the_store_goes_on() {
     assert!(failed > 0, "the injected ENOSPC failed no put");
 }
 
-/// With 1 MiB slabs the first round rotates four times, and a slab whose
-/// last writes are still in flight closes while the next one takes
-/// appends: a failed write in the closing slab must also fail (and drop)
-/// every group already appended to the new one. Each WAL write in turn
-/// fails once.
+/// With 256 KiB slabs the first round (3.75 MiB) rotates fifteen times,
+/// and a slab whose last writes are still in flight closes while the next
+/// one takes appends: a failed write in the closing slab must also fail
+/// (and drop) every group already appended to the new one. Each of the
+/// first 60 writes in turn fails once; about one in five lands in a
+/// closing slab with groups behind it in the next (counted with a
+/// temporary print, 2026-11-22).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_in_a_closing_slab_fails_the_groups_in_the_next() {
     let mut failing = 0;
-    for nth in 4..=40 {
-        if fail_one_write(1 << 20, nth).await > 0 {
+    for nth in 1..=60 {
+        if fail_one_write(256 << 10, nth).await > 0 {
             failing += 1;
         }
     }
-    // Flush workers' writes are retried and fail no put; most are WAL writes.
+    // Flush workers' writes are retried and fail no put; the rest are WAL
+    // writes.
     assert!(
         failing >= 20,
-        "only {failing} of 37 injected write failures failed a put"
+        "only {failing} of 60 injected write failures failed a put"
     );
 }
 
