@@ -8,7 +8,10 @@ use crate::io::aligned::{page_ceil, AlignedBuf};
 use crate::registry::Source;
 use crate::segment::{scan_records, FooterEntry, Segment, SegmentIndex};
 use crate::shared::Shared;
-use crate::slab::{decode_file_header, file_format_version, Slab, FORMAT_VERSION};
+use crate::slab::{
+    decode_file_header, decode_predecessor, file_format_version, Predecessor, Slab,
+    FILE_HEADER_LEN, FORMAT_VERSION,
+};
 use crate::sync::Ordering;
 use crate::writer::WriterInit;
 use std::collections::BTreeMap;
@@ -110,6 +113,8 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     let mut recovered = Vec::new();
     let mut per_file: Vec<(u32, Vec<FooterEntry>)> = Vec::new();
 
+    let mut links: Vec<Link> = Vec::new();
+    let mut empties: Vec<PathBuf> = Vec::new();
     let started = std::time::Instant::now();
     for (id, mut kinds) in list(&data_dir, false)? {
         max_id = max_id.max(id);
@@ -120,6 +125,13 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         match kind {
             Kind::Segment => {
                 let (seg, entries) = open_segment(&path, id, verify)?;
+                links.push(Link {
+                    id,
+                    path: path.clone(),
+                    log: false,
+                    end: records_end(&entries),
+                    predecessor: seg.bytes(0, FILE_HEADER_LEN).and_then(decode_predecessor),
+                });
                 shared.registry.insert(id, Source::Segment(Arc::new(seg)));
                 per_file.push((id, entries));
             }
@@ -131,7 +143,15 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                     if nonzero {
                         tracing::warn!(path = %path.display(), "WAL file header damaged; ignoring the file");
                     } else {
-                        remove_empty(shared, &path)?;
+                        // It lost everything, so what follows it cannot stay.
+                        links.push(Link {
+                            id,
+                            path: path.clone(),
+                            log: true,
+                            end: 0,
+                            predecessor: None,
+                        });
+                        empties.push(path);
                     }
                     continue;
                 }
@@ -143,8 +163,15 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                         torn_bytes = scan.torn_bytes, "cut a torn tail off the WAL");
                 }
                 torn += scan.torn_bytes;
+                links.push(Link {
+                    id,
+                    path: path.clone(),
+                    log: true,
+                    end: scan.valid_end as u64,
+                    predecessor: decode_predecessor(buf.as_slice()),
+                });
                 if scan.entries.is_empty() {
-                    remove_empty(shared, &path)?;
+                    empties.push(path);
                     continue;
                 }
                 buf.as_mut_slice()[scan.valid_end..].fill(0);
@@ -155,6 +182,21 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
             }
         }
     }
+
+    let cut = cut_after_lost_records(&links);
+    set_aside(shared, &links, &cut, &mut per_file, &mut recovered, &mut torn)?;
+    // After the set-aside files: an emptied predecessor must outlive them.
+    for path in &empties {
+        remove_empty(shared, path)?;
+    }
+    let last_file = links
+        .iter()
+        .rev()
+        .find(|l| !cut.contains(&l.id) && l.end > FILE_HEADER_LEN as u64)
+        .map(|l| Predecessor {
+            file_id: l.id,
+            end: l.end,
+        });
 
     let loaded = started.elapsed();
     let (records, superseded) = apply_entries(shared, &per_file);
@@ -174,10 +216,105 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         .counters
         .recovered_records
         .store(records, Ordering::Relaxed);
+    shared
+        .counters
+        .recovered_dropped_files
+        .store(cut.len() as u64, Ordering::Relaxed);
     Ok(WriterInit {
         next_file_id: max_id + 1,
         recovered,
+        last_file,
     })
+}
+
+/// One data file, as far as write order goes.
+#[derive(Debug)]
+struct Link {
+    id: u32,
+    path: PathBuf,
+    /// An unsealed log; a segment is complete (it was fsynced before it was
+    /// published).
+    log: bool,
+    /// The end of its intact records.
+    end: u64,
+    predecessor: Option<Predecessor>,
+}
+
+/// The files (ids, ascending) that cannot be kept: each names a predecessor
+/// that is an unsealed log which lost records below the end the file
+/// recorded for it, or that is itself cut. A log acknowledged before it was
+/// durable (`Buffered`, `None`) can lose its tail in a power cut while a
+/// later file keeps its own; keeping the later one would recover a state
+/// that no prefix of the history had. A predecessor that is gone entirely
+/// was compacted, evicted or empty, so it breaks nothing.
+fn cut_after_lost_records(links: &[Link]) -> Vec<u32> {
+    let mut cut = Vec::new();
+    for link in links {
+        let Some(p) = link.predecessor else { continue };
+        let short = links
+            .binary_search_by_key(&p.file_id, |l| l.id)
+            .ok()
+            .map(|i| &links[i])
+            .is_some_and(|q| q.log && q.end < p.end);
+        if short || cut.contains(&p.file_id) {
+            cut.push(link.id);
+        }
+    }
+    cut
+}
+
+/// Moves the cut files out of the data directory, newest first (so that if
+/// a crash interrupts this, every cut file left still follows one that is
+/// short or cut), into `<dir>/dropped/`: they are kept for inspection, not
+/// deleted, in case what cut them was damage rather than a power cut.
+fn set_aside(
+    shared: &Shared,
+    links: &[Link],
+    cut: &[u32],
+    per_file: &mut Vec<(u32, Vec<FooterEntry>)>,
+    recovered: &mut Vec<(Arc<Slab>, usize)>,
+    torn: &mut u64,
+) -> Result<()> {
+    if cut.is_empty() {
+        return Ok(());
+    }
+    let data_dir = shared.registry.data_dir();
+    let dropped = data_dir.with_file_name("dropped");
+    std::fs::create_dir_all(&dropped).map_err(|e| Error::io("create dropped/", &dropped, e))?;
+    for &id in cut.iter().rev() {
+        let (Ok(i), Ok(j)) = (
+            links.binary_search_by_key(&id, |l| l.id),
+            per_file.binary_search_by_key(&id, |(f, _)| *f),
+        ) else {
+            continue;
+        };
+        let path = &links[i].path;
+        let name = path.file_name().unwrap_or_default();
+        tracing::warn!(path = %path.display(), to = %dropped.display(),
+            "a file written before this one lost records it needs (a power cut, or damage); setting it aside");
+        *torn += links[i].end.saturating_sub(FILE_HEADER_LEN as u64);
+        shared
+            .vfs
+            .rename(path, &dropped.join(name))
+            .map_err(|e| Error::io("set aside a data file", path, e))?;
+        shared
+            .vfs
+            .sync_dir(data_dir)
+            .map_err(|e| Error::io("fsync data directory", data_dir, e))?;
+        shared.registry.remove(id);
+        per_file.remove(j);
+        recovered.retain(|(slab, _)| slab.file_id() != id);
+    }
+    Ok(())
+}
+
+/// Where a file's records end: after its last entry.
+fn records_end(entries: &[FooterEntry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| u64::from(e.offset) + u64::from(e.len))
+        .max()
+        .unwrap_or(FILE_HEADER_LEN as u64)
 }
 
 /// A segment and its records: from the footer, or by a scan if the footer

@@ -37,6 +37,7 @@ pub(crate) struct Counters {
     pub grouped_writes: AtomicU64,
     pub max_group: AtomicU64,
     pub recovered_torn_bytes: AtomicU64,
+    pub recovered_dropped_files: AtomicU64,
     pub recovered_records: AtomicU64,
     pub flush_retries: AtomicU64,
     pub follower_bytes_read: AtomicU64,

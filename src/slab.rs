@@ -26,6 +26,46 @@ pub(crate) fn encode_file_header(page: &mut [u8], file_id: u32) {
     page[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The file written just before this one (in write order) and where its
+/// records ended when this one was started: header bytes 20..36 (file id,
+/// end offset, CRC of both). Recovery keeps a file only if that
+/// predecessor, when it is still an unsealed log, holds every byte up to
+/// `end`; otherwise a write acknowledged before it was durable could
+/// survive while an earlier one did not (DESIGN §3.3). Files written before
+/// this field existed have zeroes there, which read as no predecessor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Predecessor {
+    pub file_id: u32,
+    pub end: u64,
+}
+
+const PREDECESSOR_AT: usize = 20;
+const PREDECESSOR_LEN: usize = 16;
+
+/// Writes (or with `None`, clears) the predecessor field of a file header
+/// page (at least 36 bytes).
+pub(crate) fn encode_predecessor(page: &mut [u8], p: Option<Predecessor>) {
+    let field = &mut page[PREDECESSOR_AT..PREDECESSOR_AT + PREDECESSOR_LEN];
+    field.fill(0);
+    if let Some(p) = p {
+        field[..4].copy_from_slice(&p.file_id.to_le_bytes());
+        field[4..12].copy_from_slice(&p.end.to_le_bytes());
+        let crc = crc32fast::hash(&field[..12]);
+        field[12..].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The predecessor a file header names; `None` if it names none (zeroes)
+/// or the field is damaged (then nothing is dropped on its account).
+pub(crate) fn decode_predecessor(page: &[u8]) -> Option<Predecessor> {
+    let field = page.get(PREDECESSOR_AT..PREDECESSOR_AT + PREDECESSOR_LEN)?;
+    let crc = u32::from_le_bytes(field[12..].try_into().ok()?);
+    (crc32fast::hash(&field[..12]) == crc).then(|| Predecessor {
+        file_id: u32::from_le_bytes([field[0], field[1], field[2], field[3]]),
+        end: u64::from_le_bytes(field[4..12].try_into().unwrap_or_default()),
+    })
+}
+
 /// The format version of a file whose header has silt's magic (even one
 /// this build cannot read), else `None`.
 pub(crate) fn file_format_version(page: &[u8]) -> Option<u32> {
@@ -280,6 +320,7 @@ impl Slab {
 pub struct SlabWriter {
     slab: crate::sync::Arc<Slab>,
     appended: usize,
+    predecessor: Option<Predecessor>,
 }
 
 impl SlabWriter {
@@ -330,6 +371,7 @@ impl SlabWriter {
         SlabWriter {
             slab: crate::sync::Arc::new(slab),
             appended: FILE_HEADER_LEN,
+            predecessor: None,
         }
     }
 
@@ -375,6 +417,24 @@ impl SlabWriter {
         }
         self.appended += len;
         Some(off)
+    }
+
+    /// Names the file written before this one in the header (see
+    /// [`Predecessor`]). Only while no I/O reads the header page: before
+    /// the slab's first WAL write, or after it was emptied and its next WAL
+    /// write starts at offset 0 again.
+    #[cfg(not(loom))]
+    pub fn set_predecessor(&mut self, p: Option<Predecessor>) {
+        // SAFETY: the caller's contract: nothing reads the header page now,
+        // and only this writer writes it.
+        let head = unsafe { self.slab.mem.slice_mut(0, FILE_HEADER_LEN) };
+        encode_predecessor(head, p);
+        self.predecessor = p;
+    }
+
+    /// What [`SlabWriter::set_predecessor`] last set.
+    pub fn predecessor(&self) -> Option<Predecessor> {
+        self.predecessor
     }
 
     /// Forgets everything appended from `off` on (records whose WAL write

@@ -37,8 +37,13 @@ pub struct Stats {
     pub avg_group_size: f64,
     /// Largest group commit.
     pub max_group_size: u64,
-    /// Bytes cut off torn WAL tails at open.
+    /// Bytes cut off torn WAL tails at open, and the record bytes of the
+    /// files set aside (`recovered_dropped_files`).
     pub recovered_torn_bytes: u64,
+    /// Files set aside at open (moved to `<dir>/dropped/`) because an
+    /// unsealed file written before them had lost records: keeping them
+    /// would recover writes without earlier ones they followed.
+    pub recovered_dropped_files: u64,
     /// Records found at open.
     pub recovered_records: u64,
     /// Flush attempts that failed and were retried.
@@ -112,6 +117,7 @@ impl Db {
             },
             max_group_size: c.max_group.load(Ordering::Relaxed),
             recovered_torn_bytes: c.recovered_torn_bytes.load(Ordering::Relaxed),
+            recovered_dropped_files: c.recovered_dropped_files.load(Ordering::Relaxed),
             recovered_records: c.recovered_records.load(Ordering::Relaxed),
             flush_retries: c.flush_retries.load(Ordering::Relaxed),
             slabs_recycled: s.slab_pool.reused(),

@@ -18,7 +18,7 @@ use crate::io::{Vfs, WRITE_CHUNK};
 use crate::record::{self, FLAG_BEGIN, FLAG_END, FLAG_PUT};
 use crate::registry::segment_path;
 use crate::segment::{encode_footer, FooterEntry, Segment, SegmentIndex};
-use crate::slab::{encode_file_header, FILE_HEADER_LEN};
+use crate::slab::{encode_file_header, encode_predecessor, Predecessor, FILE_HEADER_LEN};
 use std::path::{Path, PathBuf};
 
 /// Path of an XL file being written.
@@ -41,11 +41,12 @@ pub(crate) fn write_xl_segment(
     vfs: &dyn Vfs,
     data_dir: &Path,
     file_id: u32,
+    predecessor: Option<Predecessor>,
     key: &[u8],
     value: &[u8],
 ) -> Result<(Segment, u32)> {
     let tmp = temp_path(data_dir, file_id);
-    let res = write_and_publish(vfs, data_dir, &tmp, file_id, key, value);
+    let res = write_and_publish(vfs, data_dir, &tmp, file_id, predecessor, key, value);
     if res.is_err() {
         // Not acknowledged: leave no trace, published or not.
         let _ = vfs.remove_file(&tmp);
@@ -59,6 +60,7 @@ fn write_and_publish(
     data_dir: &Path,
     tmp: &Path,
     file_id: u32,
+    predecessor: Option<Predecessor>,
     key: &[u8],
     value: &[u8],
 ) -> Result<(Segment, u32)> {
@@ -79,6 +81,7 @@ fn write_and_publish(
     let (footer_off, tail) = encode_footer(&[entry], data_end);
     let mut page = vec![0u8; FILE_HEADER_LEN];
     encode_file_header(&mut page, file_id);
+    encode_predecessor(&mut page, predecessor);
 
     let write_err = |e| Error::io("write XL value file", tmp, e);
     let (file, _) = vfs.open_write(tmp, true, false).map_err(write_err)?;

@@ -21,7 +21,7 @@ use crate::options::Durability;
 use crate::record::{self, key_hash, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
 use crate::registry::Source;
 use crate::shared::Shared;
-use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
+use crate::slab::{Predecessor, Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::space::SpaceDelta;
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError, WalWrite};
@@ -156,6 +156,8 @@ pub(crate) struct WriterInit {
     /// Slabs rebuilt from unsealed files, each with its valid length, to be
     /// flushed before anything else.
     pub recovered: Vec<(Arc<Slab>, usize)>,
+    /// The newest file kept, and where its records end.
+    pub last_file: Option<Predecessor>,
 }
 
 /// The actor's state.
@@ -183,6 +185,9 @@ pub(crate) struct Writer {
     wal_epoch: u64,
     highest_sealed: u32,
     recovered: Vec<(Arc<Slab>, usize)>,
+    /// The newest file that takes no more appends, and where its records
+    /// end: the next file names it in its header (see `Predecessor`).
+    last_file: Option<Predecessor>,
 }
 
 /// A full slab waiting for its last WAL writes before it is sealed.
@@ -243,6 +248,7 @@ impl Writer {
             wal_epoch: 0,
             highest_sealed: 0,
             recovered: init.recovered,
+            last_file: init.last_file,
         }
     }
 
@@ -506,11 +512,12 @@ impl Writer {
             None => {
                 let id = self.next_file_id;
                 self.next_file_id += 1;
-                let w = SlabWriter::with_pool(
+                let mut w = SlabWriter::with_pool(
                     id,
                     self.shared.config.slab_size,
                     Some(&self.shared.slab_pool),
                 );
+                w.set_predecessor(self.last_file);
                 self.shared
                     .registry
                     .insert(id, Source::Slab(w.slab().clone()));

@@ -6,7 +6,7 @@ use crate::backpressure::SealedBudget;
 use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
 use crate::options::Durability;
-use crate::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
+use crate::slab::{Predecessor, Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal};
 use std::sync::Arc;
@@ -35,6 +35,7 @@ impl Writer {
         let Some(w) = self.active.take() else {
             return Ok(());
         };
+        self.last_file = Some(end_of(&w));
         self.closing = Some(Closing {
             writer: w,
             logged_upto: self.logged_upto,
@@ -74,8 +75,18 @@ impl Writer {
             Some(c) if c.writer.slab().file_id() == file_id => {
                 c.writer.rollback(start);
                 c.logged_upto = c.logged_upto.min(from).min(start);
+                // The closing slab ends earlier now (or is empty and will be
+                // dropped): the next file names the new end, or what came
+                // before it.
+                self.last_file = if c.writer.is_empty() {
+                    c.writer.predecessor()
+                } else {
+                    Some(end_of(&c.writer))
+                };
                 if let Some(w) = &mut self.active {
                     w.rollback(FILE_HEADER_LEN);
+                    // Its header page is written again with its next group.
+                    w.set_predecessor(self.last_file);
                     self.logged_upto = 0;
                 }
             }
@@ -92,6 +103,9 @@ impl Writer {
         let Some(w) = self.active.take() else {
             return Ok(());
         };
+        if !w.is_empty() {
+            self.last_file = Some(end_of(&w));
+        }
         let written = if self.wal() { self.logged_upto } else { 0 };
         self.seal(w, written).await;
         Ok(())
@@ -205,5 +219,13 @@ impl Writer {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.gc_wake.notify_one();
         sealed.and(flushed)
+    }
+}
+
+/// A slab that takes no more appends, as the next file's predecessor.
+fn end_of(w: &SlabWriter) -> Predecessor {
+    Predecessor {
+        file_id: w.slab().file_id(),
+        end: w.appended() as u64,
     }
 }

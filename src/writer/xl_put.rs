@@ -20,12 +20,13 @@ impl Writer {
         let id = self.next_file_id;
         self.next_file_id += 1;
         let shared = self.shared.clone();
+        let predecessor = self.last_file;
         let written = tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("xl_put", file_id = id, bytes = value.len()).entered();
             let dir = shared.registry.data_dir();
             let size = crate::xl::file_len(key.len(), value.len());
             let reservation = crate::gc::reserve(&shared, size)?;
-            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, &key, &value)?;
+            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, predecessor, &key, &value)?;
             reservation.publish(|| {
                 shared
                     .registry
@@ -37,6 +38,10 @@ impl Writer {
         .await
         .map_err(|_| Error::Closed)??;
         let (key, len) = written;
+        self.last_file = Some(crate::slab::Predecessor {
+            file_id: id,
+            end: u64::from(len) + FILE_HEADER_LEN as u64,
+        });
         let loc = Location {
             file_id: id,
             offset: FILE_HEADER_LEN as u32,
