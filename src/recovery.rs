@@ -184,7 +184,14 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     }
 
     let cut = cut_after_lost_records(&links);
-    set_aside(shared, &links, &cut, &mut per_file, &mut recovered, &mut torn)?;
+    set_aside(
+        shared,
+        &links,
+        &cut,
+        &mut per_file,
+        &mut recovered,
+        &mut torn,
+    )?;
     // After the set-aside files: an emptied predecessor must outlive them.
     for path in &empties {
         remove_empty(shared, path)?;
@@ -428,6 +435,51 @@ fn remove_empty(shared: &Shared, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(id: u32, log: bool, end: u64, predecessor: Option<(u32, u64)>) -> Link {
+        Link {
+            id,
+            path: PathBuf::from(format!("{id}")),
+            log,
+            end,
+            predecessor: predecessor.map(|(file_id, end)| Predecessor { file_id, end }),
+        }
+    }
+
+    #[test]
+    fn a_short_unsealed_predecessor_cuts_every_later_file_that_follows_it() {
+        let links = [
+            link(1, false, 9000, None),
+            link(2, true, 5000, Some((1, 9000))),
+            // 2 ended at 8000 when 3 began: 3000 bytes of it were lost.
+            link(3, true, 7000, Some((2, 8000))),
+            link(4, false, 6000, Some((3, 7000))),
+            // Names 2 (the file between was empty and removed), which
+            // reaches the 5000 recorded: kept.
+            link(5, true, 4096, Some((2, 5000))),
+        ];
+        assert_eq!(cut_after_lost_records(&links), vec![3, 4]);
+    }
+
+    #[test]
+    fn segments_and_missing_predecessors_break_nothing() {
+        let links = [
+            // A segment is complete whatever end was recorded.
+            link(3, false, 100, None),
+            link(4, true, 9000, Some((3, 8000))),
+            // 5 was compacted away or evicted.
+            link(6, true, 9000, Some((5, 8000))),
+            // Written before predecessors were recorded, or damaged field.
+            link(7, true, 9000, None),
+        ];
+        assert!(cut_after_lost_records(&links).is_empty());
+    }
+
+    #[test]
+    fn a_log_that_lost_everything_cuts_what_follows() {
+        let links = [link(1, true, 0, None), link(2, true, 9000, Some((1, 5000)))];
+        assert_eq!(cut_after_lost_records(&links), vec![2]);
+    }
 
     #[test]
     fn names() {

@@ -515,6 +515,27 @@ mod tests {
     }
 
     #[test]
+    fn predecessor_round_trips_and_reads_as_none_when_absent_or_damaged() {
+        let mut w = SlabWriter::new(8, 64 * 1024);
+        let head = |w: &SlabWriter| w.slab().bytes(0, FILE_HEADER_LEN).unwrap().to_vec();
+        assert_eq!(decode_predecessor(&head(&w)), None);
+        let p = Predecessor {
+            file_id: 7,
+            end: 123_456,
+        };
+        w.set_predecessor(Some(p));
+        assert_eq!(w.predecessor(), Some(p));
+        let mut page = head(&w);
+        assert_eq!(decode_predecessor(&page), Some(p));
+        // The file header proper is untouched.
+        assert_eq!(decode_file_header(&page), Some(8));
+        page[25] ^= 1;
+        assert_eq!(decode_predecessor(&page), None);
+        w.set_predecessor(None);
+        assert_eq!(decode_predecessor(&head(&w)), None);
+    }
+
+    #[test]
     fn full_slab_refuses() {
         let mut w = SlabWriter::new(1, 8192);
         let big = vec![7u8; 4096 - record::HEADER_LEN - 1];

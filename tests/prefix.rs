@@ -17,7 +17,7 @@ use std::sync::Arc;
 mod common;
 
 const KEYS: u32 = 12;
-const STEPS: usize = 160;
+const STEPS: usize = 120;
 
 fn builder(path: &Path, inj: &Arc<FaultInjector>, d: Durability) -> silt::Builder {
     Db::builder(path)
@@ -58,7 +58,7 @@ async fn run(db: &Db) -> (usize, usize) {
         if db.put(key(i as u32 % KEYS), value(i)).await.is_err() {
             return (i, synced);
         }
-        if i % 50 == 49 && db.sync().await.is_ok() {
+        if i % 40 == 39 && db.sync().await.is_ok() {
             synced = i + 1;
         }
     }
@@ -111,7 +111,10 @@ async fn power_loss_sweep(d: Durability) {
             "{d:?}, power cut at op {k} of {n}: the recovered state is no prefix of \
              the {acked} acknowledged steps ({synced} synced): {:?}",
             got.iter()
-                .map(|(k, v)| (*k, String::from_utf8_lossy(&v[..v.len().min(10)]).into_owned()))
+                .map(|(k, v)| (
+                    *k,
+                    String::from_utf8_lossy(&v[..v.len().min(10)]).into_owned()
+                ))
                 .collect::<Vec<_>>()
         );
         cut_files += db.stats().recovered_dropped_files;

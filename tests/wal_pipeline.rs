@@ -146,8 +146,24 @@ async fn fail_one_write(slab_size: usize, nth: u64) -> usize {
         "write {nth}: writes after the fault failed"
     );
     db.close().await.unwrap();
+    // Each file's header names where the file before it ends, and recovery
+    // sets aside a file whose predecessor, still unsealed, ends short of
+    // that. A rollback in a closing slab moves its end: read back as if
+    // no flush had happened (every segment an unsealed log again), no file
+    // may be set aside. (Only after a failed put: without one nothing was
+    // rolled back, and reading every file back as a log costs seconds.)
+    if !failed.is_empty() {
+        for seg in common::data_files(dir.path(), "silt") {
+            std::fs::rename(&seg, seg.with_extension("log")).unwrap();
+        }
+    }
 
-    let db = Db::builder(dir.path()).open().await.unwrap();
+    let db = Db::builder(dir.path())
+        .slab_size(slab_size)
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(db.stats().recovered_dropped_files, 0, "write {nth}");
     let what = format!("write {nth} failed, after reopen");
     assert_acked_present(&db, &results, &what).await;
     assert_acked_present(&db, &later, &what).await;

@@ -26,7 +26,8 @@ impl Writer {
             let dir = shared.registry.data_dir();
             let size = crate::xl::file_len(key.len(), value.len());
             let reservation = crate::gc::reserve(&shared, size)?;
-            let (segment, len) = write_xl_segment(&*shared.vfs, dir, id, predecessor, &key, &value)?;
+            let (segment, len) =
+                write_xl_segment(&*shared.vfs, dir, id, predecessor, &key, &value)?;
             reservation.publish(|| {
                 shared
                     .registry
