@@ -236,15 +236,15 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
 
 /// One data file, as far as write order goes.
 #[derive(Debug)]
-struct Link {
-    id: u32,
-    path: PathBuf,
+pub(crate) struct Link {
+    pub id: u32,
+    pub path: PathBuf,
     /// An unsealed log; a segment is complete (it was fsynced before it was
     /// published).
-    log: bool,
+    pub log: bool,
     /// The end of its intact records.
-    end: u64,
-    predecessor: Option<Predecessor>,
+    pub end: u64,
+    pub predecessor: Option<Predecessor>,
 }
 
 /// The files (ids, ascending) that cannot be kept: each names a predecessor
@@ -254,7 +254,7 @@ struct Link {
 /// later file keeps its own; keeping the later one would recover a state
 /// that no prefix of the history had. A predecessor that is gone entirely
 /// was compacted, evicted or empty, so it breaks nothing.
-fn cut_after_lost_records(links: &[Link]) -> Vec<u32> {
+pub(crate) fn cut_after_lost_records(links: &[Link]) -> Vec<u32> {
     let mut cut = Vec::new();
     for link in links {
         let Some(p) = link.predecessor else { continue };
@@ -316,7 +316,7 @@ fn set_aside(
 }
 
 /// Where a file's records end: after its last entry.
-fn records_end(entries: &[FooterEntry]) -> u64 {
+pub(crate) fn records_end(entries: &[FooterEntry]) -> u64 {
     entries
         .iter()
         .map(|e| u64::from(e.offset) + u64::from(e.len))

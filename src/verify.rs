@@ -4,8 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::record;
+use crate::recovery::{cut_after_lost_records, Link};
 use crate::segment::{decode_footer, scan_records};
-use crate::slab::decode_file_header;
+use crate::slab::{decode_file_header, decode_predecessor};
 use std::path::{Path, PathBuf};
 
 /// One problem found by [`verify`].
@@ -34,6 +35,9 @@ pub struct VerifyReport {
     /// Bytes after the last intact record of unsealed (`.log`) files: a
     /// torn tail left by a crash, which `open` cuts; not an error.
     pub torn_tail_bytes: u64,
+    /// Files `open` will set aside (into `<dir>/dropped/`): an unsealed
+    /// file written before them lost records they followed.
+    pub to_set_aside: Vec<PathBuf>,
 }
 
 impl VerifyReport {
@@ -76,17 +80,27 @@ pub fn verify(dir: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Resu
     files.sort();
     let total: u64 = files.iter().map(|(_, l)| l).sum();
     let mut report = VerifyReport::default();
+    let mut links = Vec::new();
     for (path, _) in files {
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         report.files += 1;
         report.bytes += bytes.len() as u64;
-        check_file(&path, &bytes, &mut report);
+        links.extend(check_file(&path, &bytes, &mut report));
         progress(report.bytes, total);
     }
+    // Listed by name, and names are zero-padded ids; wider ids sort by value.
+    links.sort_by_key(|l| l.id);
+    let cut = cut_after_lost_records(&links);
+    report.to_set_aside = links
+        .into_iter()
+        .filter(|l| cut.contains(&l.id))
+        .map(|l| l.path)
+        .collect();
     Ok(report)
 }
 
-fn check_file(path: &Path, bytes: &[u8], report: &mut VerifyReport) {
+/// Checks one file; returns what recovery's write-order check needs of it.
+fn check_file(path: &Path, bytes: &[u8], report: &mut VerifyReport) -> Option<Link> {
     let problem = |offset: u64, what: String| Problem {
         path: path.to_path_buf(),
         offset,
@@ -101,17 +115,25 @@ fn check_file(path: &Path, bytes: &[u8], report: &mut VerifyReport) {
             0,
             "file header damaged or naming another file".into(),
         ));
-        return;
+        return None;
     }
+    let link = |log: bool, end: usize| Link {
+        id: id.unwrap_or_default(),
+        path: path.to_path_buf(),
+        log,
+        end: end as u64,
+        predecessor: decode_predecessor(bytes),
+    };
     let sealed = path.extension().is_some_and(|e| e == "silt");
     if !sealed {
         let scan = scan_records(bytes, true);
         report.records += scan.entries.len() as u64;
         report.torn_tail_bytes += scan.torn_bytes;
-        return;
+        return Some(link(true, scan.valid_end));
     }
     match decode_footer(bytes) {
         Ok(footer) => {
+            let end = footer.data_end;
             for e in &footer.entries {
                 let at = e.offset as usize;
                 let rec = bytes.get(at..at + e.len as usize).unwrap_or_default();
@@ -126,6 +148,7 @@ fn check_file(path: &Path, bytes: &[u8], report: &mut VerifyReport) {
                         .push(problem(at as u64, err.describe().into())),
                 }
             }
+            Some(link(false, end))
         }
         Err(why) => {
             let scan = scan_records(bytes, true);
@@ -134,6 +157,7 @@ fn check_file(path: &Path, bytes: &[u8], report: &mut VerifyReport) {
                 bytes.len().saturating_sub(crate::segment::TRAILER_LEN) as u64,
                 format!("{why}; {} records readable by scanning", scan.entries.len()),
             ));
+            Some(link(false, scan.valid_end))
         }
     }
 }

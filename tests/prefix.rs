@@ -132,3 +132,54 @@ async fn buffered_power_loss_recovers_a_prefix() {
 async fn unlogged_power_loss_recovers_a_prefix() {
     power_loss_sweep(Durability::None).await;
 }
+
+/// A file cut short by hand: `verify` names the files after it, `open` sets
+/// them aside into `dropped/` and keeps exactly the writes before the cut.
+#[tokio::test]
+async fn files_after_a_short_unsealed_file_are_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::small(dir.path()).open().await.unwrap();
+    for i in 0..100u32 {
+        db.put(key(i), vec![b'v'; 3000]).await.unwrap();
+    }
+    db.close().await.unwrap();
+    let files = common::data_files(dir.path(), "silt");
+    assert!(files.len() >= 4, "{files:?}");
+    // The second file, unsealed again and cut inside its first record.
+    let short = files[1].with_extension("log");
+    std::fs::rename(&files[1], &short).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(4096 + 100)
+        .unwrap();
+
+    let report = silt::verify(dir.path(), |_, _| {}).unwrap();
+    assert_eq!(report.to_set_aside, files[2..].to_vec());
+    assert!(report.is_ok(), "{:?}", report.problems);
+
+    let db = common::small(dir.path()).open().await.unwrap();
+    let st = db.stats();
+    assert_eq!(st.recovered_dropped_files, (files.len() - 2) as u64);
+    assert!(st.recovered_torn_bytes > 0);
+    let mut present = Vec::new();
+    for i in 0..100u32 {
+        present.push(db.get(&key(i)).await.unwrap().is_some());
+    }
+    // Exactly the first file's writes: a prefix, and not all of it.
+    let kept = present.iter().take_while(|p| **p).count();
+    assert!(kept > 0 && kept < 100, "{kept}");
+    assert!(present[kept..].iter().all(|p| !p), "{present:?}");
+    db.close().await.unwrap();
+    for f in &files[2..] {
+        assert!(!f.exists());
+        let aside = dir.path().join("dropped").join(f.file_name().unwrap());
+        assert!(aside.exists(), "{}", aside.display());
+    }
+    // Reopening again changes nothing more.
+    let db = common::small(dir.path()).open().await.unwrap();
+    assert_eq!(db.stats().recovered_dropped_files, 0);
+    assert_eq!(db.stats().keys, kept as u64);
+    db.close().await.unwrap();
+}

@@ -231,6 +231,12 @@ fn verify(path: PathBuf) -> silt::Result<ExitCode> {
         "{} files, {} records, {} bytes checked; {} torn-tail bytes in unsealed files",
         report.files, report.records, report.bytes, report.torn_tail_bytes
     );
+    for p in &report.to_set_aside {
+        println!(
+            "SET ASIDE AT OPEN {}: an unsealed file written before it lost records it follows",
+            p.display()
+        );
+    }
     for p in &report.problems {
         println!(
             "CORRUPT {} at offset {}: {}",
