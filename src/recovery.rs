@@ -227,6 +227,15 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         .counters
         .recovered_dropped_files
         .store(cut.len() as u64, Ordering::Relaxed);
+    // Ids only grow, past the files set aside too (a later set-aside file
+    // must not replace one of theirs in `dropped/`).
+    let dropped = std::fs::read_dir(data_dir.with_file_name("dropped"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(parse_name))
+        .map(|(id, _)| id);
+    max_id = dropped.fold(max_id, u32::max);
     Ok(WriterInit {
         next_file_id: max_id + 1,
         recovered,
