@@ -298,6 +298,14 @@ impl FileIo for FaultFile {
         }
     }
 
+    /// As the backend underneath, so the log takes the same path; the
+    /// durable write itself is the trait's default, a write then an
+    /// fdatasync, each its own operation here, so that a fault or a power
+    /// cut can fall between them.
+    fn durable_writes(&self) -> bool {
+        self.inner.durable_writes()
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.inj.check(OpKind::Sync).map_err(as_io)?;
         self.inner.sync_data()?;

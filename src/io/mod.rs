@@ -40,10 +40,33 @@ pub(crate) trait FileIo: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+    /// Whether [`FileIo::write_gather_durable`] is one operation here
+    /// (io_uring with `RWF_DSYNC`), so that a log is better off not
+    /// pairing each write with an fdatasync of its own.
+    fn durable_writes(&self) -> bool {
+        false
+    }
+    /// As [`FileIo::write_gather`], and durable when it returns, as a write
+    /// followed by an fdatasync would be. The error says which half
+    /// failed. The default is exactly that pair.
+    fn write_gather_durable(&self, bufs: &[&[u8]], offset: u64) -> Result<(), DurableWriteError> {
+        self.write_gather(bufs, offset)
+            .map_err(DurableWriteError::Write)?;
+        self.sync_data().map_err(DurableWriteError::Sync)
+    }
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// How a durable write failed: in the write (nothing after its offset can
+/// be trusted, nothing before it changed) or in making it durable (what
+/// the file holds since its last good sync may be lost).
+#[derive(Debug)]
+pub(crate) enum DurableWriteError {
+    Write(io::Error),
+    Sync(io::Error),
 }
 
 /// The file-system operations silt's writers need.
@@ -82,14 +105,33 @@ pub(crate) fn write_slab_range(
     direct: bool,
     bounce: &mut AlignedBuf,
 ) -> io::Result<()> {
+    let (bufs, at) = slab_range_bufs(slab, from, to, direct, bounce)?;
+    // One gather write: the device gets the whole range at once, where
+    // separate 1 MiB writes each waited for the one before (std) or queued
+    // behind each other on the inode lock in io-wq (io_uring).
+    if !bufs.is_empty() {
+        file.write_gather(&bufs, at)?;
+    }
+    Ok(())
+}
+
+/// What [`write_slab_range`] writes: the buffers, back to back, and the
+/// file offset of the first (none if the range is empty).
+pub(crate) fn slab_range_bufs<'a>(
+    slab: &'a Slab,
+    from: usize,
+    to: usize,
+    direct: bool,
+    bounce: &'a mut AlignedBuf,
+) -> io::Result<(Vec<&'a [u8]>, u64)> {
     if !direct {
-        if to > from {
-            let bytes = slab
-                .bytes(from, to - from)
-                .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
-            file.write_at(bytes, from as u64)?;
+        if to <= from {
+            return Ok((Vec::new(), from as u64));
         }
-        return Ok(());
+        let bytes = slab
+            .bytes(from, to - from)
+            .ok_or_else(|| io::Error::other("slab range above the watermark"))?;
+        return Ok((vec![bytes], from as u64));
     }
     let start = page_floor(from);
     let full_end = page_floor(to).max(start);
@@ -106,12 +148,8 @@ pub(crate) fn write_slab_range(
         page[tail.len()..].fill(0);
         bufs.push(&*page);
     }
-    // One gather write: the device gets the whole range at once, where
-    // separate 1 MiB writes each waited for the one before (std) or queued
-    // behind each other on the inode lock in io-wq (io_uring).
-    file.write_gather(&bufs, start as u64)?;
     debug_assert!(page_ceil(to) >= full_end);
-    Ok(())
+    Ok((bufs, start as u64))
 }
 
 /// The iovecs of `bufs` without their first `skip` bytes (what is left after
