@@ -215,7 +215,7 @@ async fn large_values(dir: &Path, backend: IoBackend, bytes: u64, durability: Du
             "until sync() returns".into()
         } else {
             format!(
-                "avg group {:.1}, {:.2} groups/fdatasync",
+                "avg group {:.1}, {:.2} groups/sync",
                 st.avg_group_size,
                 groups_per_sync(&st)
             )
@@ -230,7 +230,7 @@ async fn small_sync(dir: &Path, backend: IoBackend, n: u64) -> Row {
     let mut row = workloads::fill_concurrent(&db, 0, n, 64).await;
     let st = db.stats();
     row.name = format!("silt {:?}: 100 B values, 64 tasks, Sync", st.io_backend);
-    row.note = format!("{}, {:.2} groups/fdatasync", row.note, groups_per_sync(&st));
+    row.note = format!("{}, {:.2} groups/sync", row.note, groups_per_sync(&st));
     db.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&path);
     bench_env::settle();

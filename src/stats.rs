@@ -70,8 +70,9 @@ pub struct Stats {
     /// Whether WAL files are written with O_DIRECT (false for `Buffered`, on
     /// file systems that refuse O_DIRECT, or with `direct_io(false)`).
     pub wal_direct_io: bool,
-    /// fdatasyncs of WAL files (`Sync`): fewer than `commit_groups` when one
-    /// fdatasync covered several groups written while the previous one ran.
+    /// fdatasyncs of WAL files (`Sync`), or on io_uring the durable
+    /// (`RWF_DSYNC`) WAL writes that replace them: fewer than
+    /// `commit_groups` when one covered several groups.
     pub wal_syncs: u64,
     /// The durability mode.
     pub durability: Durability,
