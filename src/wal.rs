@@ -143,12 +143,13 @@ impl WalFiles {
             .get_mut(&id)
             .ok_or(WalError::Write(Error::Closed))?;
         let write_err = |e| WalError::Write(Error::io("write WAL", &path, e));
-        let durable = durable && file.io.durable_writes();
+        let io = file.io.clone();
+        let durable = durable && io.durable_writes();
         let put = |bufs: &[&[u8]], at: u64| {
             if !durable {
-                return file.io.write_gather(bufs, at).map_err(write_err);
+                return io.write_gather(bufs, at).map_err(write_err);
             }
-            file.io.write_gather_durable(bufs, at).map_err(|e| match e {
+            io.write_gather_durable(bufs, at).map_err(|e| match e {
                 DurableWriteError::Write(e) => write_err(e),
                 DurableWriteError::Sync(e) => {
                     // The same step as on the sync thread, done by the write.
@@ -175,18 +176,11 @@ impl WalFiles {
                 put(&[&zeros.as_slice()[..end - start]], start as u64)?;
             }
         }
-        let file = self
-            .files
-            .get_mut(&id)
-            .ok_or(WalError::Write(Error::Closed))?;
         file.written_end = to;
         Ok(if durable {
             Written::Durable
         } else {
-            Written::Unsynced(SyncTarget {
-                file_id: id,
-                io: file.io.clone(),
-            })
+            Written::Unsynced(SyncTarget { file_id: id, io })
         })
     }
 
