@@ -293,7 +293,9 @@ impl Wal {
     /// and hands their file to `silt-log-sync`, which fdatasyncs and
     /// replies. So a group's fdatasync runs while the next groups are
     /// written, and one fdatasync covers every write that completed before
-    /// it started. Handles go to `threads` (joined by `close`).
+    /// it started. (Where writes are durable themselves, `silt-log`
+    /// replies and `silt-log-sync` gets nothing.) Handles go to `threads`
+    /// (joined by `close`).
     pub fn spawn_thread(
         files: WalFiles,
         syncs: Arc<AtomicU64>,
