@@ -98,6 +98,21 @@ fn check(res: i32) -> io::Result<usize> {
     }
 }
 
+/// Which half of an `RWF_DSYNC` write an error belongs to, as far as the
+/// error can tell.
+fn durable_write_error(e: io::Error) -> DurableWriteError {
+    match e.raw_os_error() {
+        // The data could not be written: nothing was lost.
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EINVAL) => {
+            DurableWriteError::Write(e)
+        }
+        None if e.kind() == io::ErrorKind::WriteZero => DurableWriteError::Write(e),
+        // Any other error may have come from the flush: it counts as a
+        // failed fdatasync.
+        _ => DurableWriteError::Sync(e),
+    }
+}
+
 fn write_entry(fd: i32, buf: &[u8], offset: u64) -> squeue::Entry {
     opcode::Write::new(types::Fd(fd), buf.as_ptr(), buf.len() as u32)
         .offset(offset)
@@ -176,16 +191,7 @@ impl FileIo for UringFile {
     /// `Sync` values, up to +28 % for 100 B ones (docs/decisions.md).
     fn write_gather_durable(&self, bufs: &[&[u8]], offset: u64) -> Result<(), DurableWriteError> {
         self.writev(bufs, offset, libc::RWF_DSYNC)
-            .map_err(|e| match e.raw_os_error() {
-                // The data could not be written: nothing was lost.
-                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EINVAL) => {
-                    DurableWriteError::Write(e)
-                }
-                None if e.kind() == io::ErrorKind::WriteZero => DurableWriteError::Write(e),
-                // Any other error may have come from the flush: it counts
-                // as a failed fdatasync.
-                _ => DurableWriteError::Sync(e),
-            })
+            .map_err(durable_write_error)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -220,5 +226,24 @@ impl Vfs for UringVfs {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         StdVfs.remove_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_before_the_data_is_written_are_write_failures() {
+        let is_write = |e: io::Error| matches!(durable_write_error(e), DurableWriteError::Write(_));
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EFBIG, libc::EINVAL] {
+            assert!(is_write(io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        assert!(is_write(io::ErrorKind::WriteZero.into()));
+        // EIO may be the flush failing: the store must treat it as a lost
+        // fdatasync, not roll back and go on.
+        for errno in [libc::EIO, libc::ENODEV, libc::EROFS] {
+            assert!(!is_write(io::Error::from_raw_os_error(errno)), "{errno}");
+        }
     }
 }
