@@ -7,7 +7,7 @@ use crate::flush;
 use crate::io::std_backend::StdVfs;
 use crate::io::uring::UringVfs;
 use crate::io::Vfs;
-use crate::options::{Durability, IoBackend};
+use crate::options::{ColdReads, Durability, IoBackend};
 use crate::recovery;
 use crate::registry::Registry;
 use crate::shared::{Config, Shared};
@@ -42,6 +42,7 @@ pub struct Builder {
     flush_workers: usize,
     direct_io: bool,
     verify_checksums: bool,
+    cold_reads: ColdReads,
     io_backend: Option<IoBackend>,
     capacity: Option<u64>,
     gc_threshold: f64,
@@ -77,6 +78,7 @@ impl Builder {
             flush_workers: 2,
             direct_io: true,
             verify_checksums: true,
+            cold_reads: ColdReads::Auto,
             io_backend: None,
             capacity: None,
             gc_threshold: 0.5,
@@ -173,6 +175,24 @@ impl Builder {
     /// ```
     pub fn verify_checksums(mut self, on: bool) -> Self {
         self.verify_checksums = on;
+        self
+    }
+
+    /// How records that are not in memory are read (default
+    /// [`ColdReads::Auto`]). RocksDB: `use_direct_reads`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path())
+    ///     .cold_reads(silt::ColdReads::PageCache)
+    ///     .open()
+    ///     .await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    pub fn cold_reads(mut self, mode: ColdReads) -> Self {
+        self.cold_reads = mode;
         self
     }
 
@@ -345,6 +365,7 @@ impl Builder {
             flush_workers: self.flush_workers,
             direct_io: self.direct_io,
             verify_checksums: self.verify_checksums,
+            cold_reads: self.cold_reads,
             read_only: false,
         })
     }
@@ -406,7 +427,8 @@ impl Builder {
         };
         let queue = shared.config.max_sealed_slabs + init.recovered.len();
         let flush_tx = flush::start_workers(shared.config.flush_workers, queue, shared.clone())?;
-        let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init);
+        let resolve = crate::resolve::spawn(&rt, shared.clone());
+        let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init, resolve);
         rt.spawn(writer.run());
         crate::gc::spawn_background(&rt, shared.clone(), tx.downgrade());
         Ok(Db::from_parts(tx, shared))

@@ -3,7 +3,7 @@
 
 use crate::builder::Builder;
 use crate::error::{Error, Result};
-use crate::record::{key_hash, MAX_KEY_LEN};
+use crate::record::MAX_KEY_LEN;
 use crate::shared::Shared;
 use crate::slab::FILE_HEADER_LEN;
 use crate::sync::Ordering;
@@ -278,73 +278,110 @@ impl Db {
         self.write_ops(batch.into_ops()).await
     }
 
-    /// The value of `key`, zero-copy from the slab or the segment mmap.
+    /// The value of `key`: without a copy if its record is in memory (the
+    /// slab, or segment pages in the page cache); otherwise read by the
+    /// store's I/O threads while this future is pending, so the runtime
+    /// worker is free meanwhile (io_uring with many reads in flight, or a
+    /// pool of threads on `IoBackend::Std`). Takes a unit of Tokio's
+    /// cooperative budget, so a task looping on gets yields to others.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a get changes nothing. Dropped while a read is in
+    /// flight, the read finishes on its I/O thread and its bytes are freed.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let db = silt::Db::open(dir.path()).await?;
     /// db.put("k", vec![7u8; 100]).await?;
-    /// let v: bytes::Bytes = db.get(b"k").await?.unwrap(); // no copy
+    /// let v: bytes::Bytes = db.get("k").await?.unwrap();
     /// assert_eq!(v.len(), 100);
     /// assert_eq!(db.get(b"missing").await?, None);
     /// # db.close().await?;
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.get_now(key)
-    }
-
-    fn get_now(&self, key: &[u8]) -> Result<Option<Bytes>> {
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let key = key.as_ref();
         check_key(key)?;
+        tokio::task::coop::consume_budget().await;
         let shared = self.shared();
         shared.check_open()?;
-        let verify = shared.config.verify_checksums;
-        let mut value = None;
-        shared.index.get(key_hash(key), |loc| {
-            let rec = match shared.registry.record(loc, verify) {
-                Ok(rec) => rec,
-                // Evicted between the index lookup and now: absent.
-                Err(_) if shared.evicted(loc) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            let hit = rec.key() == key;
-            if hit {
-                value = Some(rec.value_bytes());
-            }
-            Ok::<_, Error>(hit)
-        })?;
-        Ok(value)
+        shared.get(key).await
     }
 
-    /// Whether `key` has a value.
+    /// Bytes `range` of `key`'s value, reading only those (and the
+    /// record's header and key), as an object store serves a ranged GET:
+    /// a large value can be streamed in chunks without holding it all.
+    /// The range is clamped to the value (a range past its end is empty);
+    /// `None` if the key has no value. The record's CRC covers the whole
+    /// value, so a ranged read does not check it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Db::get`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = silt::Db::open(dir.path()).await?;
+    /// db.put("blob", (0..=255u8).collect::<Vec<u8>>()).await?;
+    /// assert_eq!(db.get_range("blob", 10..13).await?.unwrap(), &[10u8, 11, 12][..]);
+    /// assert_eq!(db.get_range("blob", 250..300).await?.unwrap().len(), 6);
+    /// assert_eq!(db.get_range("missing", 0..1).await?, None);
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    pub async fn get_range(
+        &self,
+        key: impl AsRef<[u8]>,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Bytes>> {
+        let key = key.as_ref();
+        check_key(key)?;
+        if range.start > range.end {
+            return Err(Error::InvalidArgument(format!(
+                "range start {} is after its end {}",
+                range.start, range.end
+            )));
+        }
+        tokio::task::coop::consume_budget().await;
+        let shared = self.shared();
+        shared.check_open()?;
+        shared.get_range(key, range).await
+    }
+
+    /// Whether `key` has a value (reads the record's header and key only).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Db::get`].
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let db = silt::Db::open(dir.path()).await?;
     /// db.put("k", "").await?;
-    /// assert!(db.contains_key(b"k").await?);
+    /// assert!(db.contains_key("k").await?);
     /// assert!(!db.contains_key(b"other").await?);
     /// # db.close().await?;
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
-    pub async fn contains_key(&self, key: &[u8]) -> Result<bool> {
+    pub async fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key.as_ref();
         check_key(key)?;
+        tokio::task::coop::consume_budget().await;
         let shared = self.shared();
         shared.check_open()?;
-        Ok(shared
-            .index
-            .get(key_hash(key), |loc| {
-                match shared.registry.key_is(loc, key) {
-                    Err(_) if shared.evicted(loc) => Ok(false),
-                    other => other,
-                }
-            })?
-            .is_some())
+        shared.contains(key).await
     }
 
-    /// The values of `keys`, in order (duplicates and missing keys allowed).
+    /// The values of `keys`, in order (duplicates and missing keys
+    /// allowed). Records not in memory are read concurrently.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Db::get`].
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -357,13 +394,22 @@ impl Db {
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
-        keys.iter().map(|k| self.get_now(k.as_ref())).collect()
+        for k in keys {
+            check_key(k.as_ref())?;
+        }
+        tokio::task::coop::consume_budget().await;
+        let shared = self.shared();
+        shared.check_open()?;
+        futures::future::try_join_all(keys.iter().map(|k| shared.get(k.as_ref()))).await
     }
 
-    /// Every live pair, in no particular order. Each index shard is copied
-    /// when the stream reaches it, so writes made during the scan may or may
-    /// not be seen; every pair that was live before the scan and not changed
-    /// during it is yielded exactly once.
+    /// Every live pair, in no particular order, as an async stream: each
+    /// step takes a unit of Tokio's cooperative budget, and records not in
+    /// memory are read file by file in large sequential reads on the I/O
+    /// threads. The index is visited a few shards at a time, so writes
+    /// made during the scan may or may not be seen; every pair that was
+    /// live before the scan and not changed during it is yielded exactly
+    /// once (GC moving it meanwhile included).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -383,39 +429,7 @@ impl Db {
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
     pub fn scan(&self) -> impl Stream<Item = Result<(Bytes, Bytes)>> + Send + 'static {
-        let shared = self.inner.shared.clone();
-        let open = shared.check_open();
-        let shards = if open.is_ok() {
-            shared.index.shard_count()
-        } else {
-            0
-        };
-        let verify = shared.config.verify_checksums;
-        let items = (0..shards).flat_map(move |i| {
-            let shared = shared.clone();
-            // Pin each file the shard points into while the shard is locked,
-            // so GC deleting a file mid-scan cannot lose a pair.
-            let mut pinned = std::collections::HashMap::new();
-            let locations = shared.index.shard_locations_with(i, |loc| {
-                if let std::collections::hash_map::Entry::Vacant(v) = pinned.entry(loc.file_id) {
-                    if let Some(source) = shared.registry.get(loc.file_id) {
-                        v.insert(source);
-                    }
-                }
-            });
-            locations.into_iter().filter_map(move |loc| {
-                let found = match pinned.get(&loc.file_id) {
-                    Some(source) => shared.registry.record_in(source, loc, verify),
-                    None => shared.registry.record(loc, verify),
-                };
-                match found {
-                    Ok(rec) => Some(Ok((rec.key_bytes(), rec.value_bytes()))),
-                    Err(_) if shared.evicted(loc) => None,
-                    Err(e) => Some(Err(e)),
-                }
-            })
-        });
-        futures::stream::iter(open.err().map(Err).into_iter().chain(items))
+        crate::scan::scan(self.inner.shared.clone())
     }
 
     /// Makes every acknowledged write durable (an fdatasync under
@@ -451,7 +465,24 @@ impl Db {
     /// ```
     pub async fn flush(&self) -> Result<()> {
         let upto = self.call(|reply| Request::Flush { reply }).await?;
-        self.shared().wait_flushed(upto).await
+        self.shared().wait_flushed(upto).await?;
+        // Overwrites of records that were not in memory leave an index
+        // entry to resolve in the background; settle them too.
+        self.shared().wait_resolved().await;
+        Ok(())
+    }
+
+    /// Drops every segment's pages from the page cache and forgets what
+    /// was resident, so the next reads go to the disk (tests and
+    /// benchmarks of cold reads).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn drop_page_cache(&self) {
+        for (_, source) in self.shared().registry.sources() {
+            if let crate::registry::Source::Segment(seg) = source {
+                seg.drop_cached();
+            }
+        }
     }
 
     /// Rewrites the live records of every segment that holds dead bytes
@@ -491,10 +522,12 @@ impl Db {
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.shared().check_open()?;
         let writer = self.writer()?;
-        crate::gc::compact(&self.inner.shared, writer, |f| {
+        let report = crate::gc::compact(&self.inner.shared, writer, |f| {
             f.live_bytes < f.record_bytes
         })
-        .await
+        .await?;
+        self.shared().wait_resolved().await;
+        Ok(report)
     }
 
     /// Record and live bytes of every data file, oldest first (the live
@@ -533,6 +566,13 @@ impl Db {
     pub async fn close(self) -> Result<()> {
         if let Role::Follower(_) = self.inner.role {
             self.shared().closed.store(true, Ordering::Release);
+            let readers = self.shared().reader.shutdown();
+            if !readers.is_empty() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    readers.into_iter().for_each(|t| drop(t.join()))
+                })
+                .await;
+            }
             return Ok(());
         }
         let res = match self.call(|reply| Request::Close { reply }).await {
@@ -551,7 +591,8 @@ impl Db {
         drop(self.shared().compacting.lock().await);
         // The writer dropped the threads' channels before replying, so they
         // are exiting: wait for them, so nothing of this store runs on.
-        let threads = std::mem::take(&mut *crate::sync::lock(&self.shared().threads));
+        let mut threads = std::mem::take(&mut *crate::sync::lock(&self.shared().threads));
+        threads.extend(self.shared().reader.shutdown());
         if !threads.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
                 threads.into_iter().for_each(|t| drop(t.join()))

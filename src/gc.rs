@@ -30,8 +30,9 @@
 //! Compaction is off in cache mode: eviction reclaims space there.
 
 use crate::error::{Error, Result};
-use crate::index::Location;
+use crate::index::{Entry, Location};
 use crate::registry::{segment_path, Source};
+use crate::scan::OrderedReads;
 use crate::segment::{FooterEntry, Segment};
 use crate::shared::Shared;
 use crate::slab::FILE_HEADER_LEN;
@@ -188,23 +189,55 @@ fn location(id: u32, e: &FooterEntry) -> Location {
 }
 
 fn is_live(shared: &Shared, id: u32, e: &FooterEntry) -> bool {
-    let here = location(id, e);
     !e.delete
-        && matches!(
-            shared.index.get(e.hash, |l| Ok::<_, Error>(l == here)),
-            Ok(Some(_))
-        )
+        && shared
+            .index
+            .entry_at(e.hash, location(id, e))
+            .is_some_and(|x| !x.tombstone)
+}
+
+/// Runs `f` on the blocking pool: footers are walked through the
+/// mappings, which may wait for the disk.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Closed)
+}
+
+/// The records of `entries` (all in `seg`, in file order), read in order
+/// by the I/O threads where they are not in memory.
+async fn read_records(
+    shared: &Arc<Shared>,
+    seg: &Arc<Segment>,
+    entries: &[&FooterEntry],
+) -> Result<Vec<crate::read::Record>> {
+    let id = seg.file_id();
+    let todo = entries
+        .iter()
+        .map(|e| {
+            let entry = Entry::put(location(id, e), u64::from(e.len));
+            (entry, Source::Segment(seg.clone()))
+        })
+        .collect();
+    let mut reads = OrderedReads::new(shared.clone(), todo, shared.config.verify_checksums);
+    let mut out = Vec::with_capacity(entries.len());
+    while let Some((_, rec)) = reads.next().await {
+        out.push(rec?);
+    }
+    Ok(out)
 }
 
 async fn compact_segment(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     tx: &mpsc::Sender<Request>,
     seg: &Arc<Segment>,
     report: &mut CompactionReport,
 ) -> Result<()> {
     let id = seg.file_id();
-    let _span = tracing::debug_span!("compact_segment", file_id = id);
-    let entries = Source::Segment(seg.clone()).entries();
+    let span = tracing::debug_span!("compact_segment", file_id = id);
+    let _enter = span.enter();
+    let footer_of = seg.clone();
+    let entries = blocking(move || Source::Segment(footer_of).entries()).await?;
     let room = shared.config.slab_size - FILE_HEADER_LEN;
     if entries
         .iter()
@@ -214,17 +247,20 @@ async fn compact_segment(
         report.files_kept += 1;
         return Ok(());
     }
-    let needed = tombstones_needed(shared, id, &entries);
-    let verify = shared.config.verify_checksums;
-    let mut tombstones = Vec::new();
-    for e in entries.iter().filter(|e| e.delete) {
-        if needed.contains(&e.hash) {
-            let rec = shared.registry.record(location(id, e), verify)?;
-            tombstones.push(Op::MoveTombstone(rec.key_bytes()));
-        } else {
-            report.tombstones_dropped += 1;
-        }
-    }
+    let needed = {
+        let (shared, deleted) = (shared.clone(), deleted_hashes(&entries));
+        blocking(move || tombstones_needed(&shared, id, &deleted)).await?
+    };
+    let (keep, drop): (Vec<&FooterEntry>, Vec<&FooterEntry>) = entries
+        .iter()
+        .filter(|e| e.delete)
+        .partition(|e| needed.contains(&e.hash));
+    report.tombstones_dropped += drop.len() as u64;
+    let mut tombstones: Vec<Op> = read_records(shared, seg, &keep)
+        .await?
+        .iter()
+        .map(|rec| Op::MoveTombstone(rec.key_bytes()))
+        .collect();
     let puts: Vec<&FooterEntry> = entries.iter().filter(|e| !e.delete).collect();
     let mut written = 0u64;
     let mut round = 0;
@@ -245,8 +281,8 @@ async fn compact_segment(
         }
         round += 1;
         let mut ops = std::mem::take(&mut tombstones);
-        for e in live {
-            let rec = shared.registry.record(location(id, e), verify)?;
+        let live: Vec<&FooterEntry> = live.into_iter().copied().collect();
+        for (e, rec) in live.iter().zip(read_records(shared, seg, &live).await?) {
             ops.push(Op::Move {
                 key: rec.key_bytes(),
                 value: rec.value_bytes(),
@@ -331,16 +367,21 @@ async fn send_moves(tx: &mpsc::Sender<Request>, moves: Vec<Op>) -> Result<Vec<Op
     Ok(deferred)
 }
 
-/// Hashes of the tombstones in file `id` that must be copied forward: an
-/// older file (segment or slab) holds a put with the same key hash, which
-/// the tombstone still hides. A hash match of a different key only keeps a
-/// tombstone longer than needed.
-fn tombstones_needed(shared: &Shared, id: u32, entries: &[FooterEntry]) -> HashSet<u64> {
-    let deleted: HashSet<u64> = entries
+/// Hashes of the deletes among `entries`.
+fn deleted_hashes(entries: &[FooterEntry]) -> HashSet<u64> {
+    entries
         .iter()
         .filter(|e| e.delete)
         .map(|e| e.hash)
-        .collect();
+        .collect()
+}
+
+/// Hashes of the tombstones in file `id` (`deleted`) that must be copied
+/// forward: an older file (segment or slab) holds a put with the same key
+/// hash, which the tombstone still hides. A hash match of a different key
+/// only keeps a tombstone longer than needed. Walks the older files'
+/// footers through their mappings: run it where blocking is allowed.
+fn tombstones_needed(shared: &Shared, id: u32, deleted: &HashSet<u64>) -> HashSet<u64> {
     let mut needed = HashSet::new();
     if deleted.is_empty() {
         return needed;
@@ -431,7 +472,7 @@ fn evict(shared: &Shared, segment: &Arc<Segment>) -> Result<()> {
             file_id: id,
             offset: e.offset,
         };
-        shared.index.remove(e.hash, |loc| loc == here);
+        shared.index.remove_at(e.hash, here);
     }
     drop_segment(shared, id, "delete evicted segment")?;
     shared.counters.evictions.fetch_add(1, Ordering::Relaxed);

@@ -1,10 +1,12 @@
-//! The sharded in-memory index: key → [`Location`] of its newest record.
+//! The sharded in-memory index: key → [`Entry`] of its newest record.
 //!
-//! Each entry is 12 bytes: the low 32 bits of the key's xxh3 hash, the file id
-//! and the offset of the record. The shard is picked by the top bits of the
-//! hash. Full key bytes live only in the record: every lookup compares them
-//! (through the caller's `is_key`), so two keys with equal hashes are both
-//! kept and found correctly.
+//! Each entry is 12 bytes: 26 bits of the key's xxh3 hash with a 6-bit
+//! [`LenClass`] (a bound on the record's length, so a read of a record
+//! that is not in memory is one I/O of about its size), the file id, and
+//! the offset of the record (its top bit marks a tombstone entry, below).
+//! The shard is picked by the top bits of the hash. Full key bytes live
+//! only in the record: a lookup compares them, so two keys with equal
+//! hashes are both kept and found correctly.
 //!
 //! Shards are deliberately unequal: shard `i` gets a share of the hash space
 //! proportional to 2^(i/64). With equal shares every table would double at
@@ -12,9 +14,18 @@
 //! per key; staggered, the shards' load factors spread over a whole doubling
 //! and the index stays near 21 bytes per key (docs/decisions.md).
 //!
-//! Only the writer actor (and recovery, before the writer starts) inserts or
-//! removes, so "newest wins" is decided by the order the writer applies
-//! durable records.
+//! Only the writer actor (and recovery, before the writer starts) inserts,
+//! so "newest wins" is decided by the order the writer applies durable
+//! records. To replace a key's entry the writer must know that an entry
+//! with the same hash bits holds the same key, which means reading the
+//! entry's record; when that record is not in memory the writer does not
+//! wait for the disk ([`Identity::Unknown`]): it adds the new entry beside
+//! the old one (a tombstone entry for a delete) and a background task
+//! reads the old key and removes whichever entry is stale. While two
+//! entries of one key exist, the one at the higher location is the newer
+//! (locations grow in write order; GC never moves a record whose key has
+//! an unresolved entry), so lookups that compare keys newest first are
+//! always right; removing the stale entry only frees memory.
 
 use crate::sync::{read, write, RwLock};
 use hashbrown::HashTable;
@@ -26,6 +37,12 @@ const SHARDS: usize = 64;
 const SHARDS: usize = 2;
 /// The top `ROUTE_BITS` of a hash pick a slot of the routing table.
 const ROUTE_BITS: u32 = 12;
+/// The low bits of an entry's tag hold its [`LenClass`]; the rest are hash.
+const CLASS_BITS: u32 = 6;
+const CLASS_MASK: u32 = (1 << CLASS_BITS) - 1;
+/// In an entry's offset: a tombstone entry. Offsets are below 1 GiB (the
+/// largest slab; an XL file's one record is at 4 KiB).
+const TOMBSTONE_BIT: u32 = 1 << 31;
 
 /// slot → shard, with shard `i` owning a run of slots proportional to
 /// 2^(i/SHARDS).
@@ -50,75 +67,189 @@ fn routing_table() -> Box<[u8]> {
 }
 
 /// Where a record lives: which file (slab or segment) and at what offset.
+/// Ordered by file id, then offset: the order records were written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {
     pub file_id: u32,
     pub offset: u32,
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    h32: u32,
-    file_id: u32,
-    offset: u32,
-}
+/// A record's length rounded up to one of 63 sizes: 64-byte steps up to
+/// 512 bytes, then four steps per doubling (at most 25 % over) up to
+/// 7 MiB. Longer records (and unknown lengths) are [`LenClass::UNKNOWN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LenClass(u8);
 
-impl Entry {
-    fn location(&self) -> Location {
-        Location {
-            file_id: self.file_id,
-            offset: self.offset,
+impl LenClass {
+    /// No bound known: read the record's header first.
+    pub const UNKNOWN: LenClass = LenClass(CLASS_MASK as u8);
+
+    /// The smallest class whose bound holds `len` bytes.
+    pub fn of(len: u64) -> LenClass {
+        if len <= 512 {
+            return LenClass(len.div_ceil(64).saturating_sub(1) as u8);
+        }
+        // 2^p < len <= 2^(p+1): the bounds of that doubling are
+        // 5, 6, 7 and 8 times 2^(p-2).
+        let p = 63 - (len - 1).leading_zeros() as u64;
+        let q = len.div_ceil(1 << (p - 2));
+        let class = 8 + 4 * (p - 9) + (q - 5);
+        if class >= u64::from(CLASS_MASK) {
+            LenClass::UNKNOWN
+        } else {
+            LenClass(class as u8)
+        }
+    }
+
+    /// The most bytes a record of this class has (`None`: unknown).
+    pub fn bound(self) -> Option<u64> {
+        let c = u64::from(self.0);
+        match c {
+            0..=7 => Some(64 * (c + 1)),
+            _ if self == LenClass::UNKNOWN => None,
+            _ => {
+                let (e, m) = ((c - 8) / 4, (c - 8) % 4);
+                Some((5 + m) << (e + 7))
+            }
         }
     }
 }
 
-/// The table hash hashbrown sees: the 32 stored bits spread over 64, so both
-/// the bucket bits (low) and the control bits (top 7) are well mixed. It is
-/// derived from the entry alone, so growing a shard never reads a record.
-fn table_hash(h32: u32) -> u64 {
-    (h32 as u64 | (h32 as u64) << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// An index entry: where a key's newest record is, a bound on its length,
+/// and whether it is a tombstone entry (a delete whose older entries are
+/// still being resolved, see the module docs; never seen otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub loc: Location,
+    pub class: LenClass,
+    pub tombstone: bool,
 }
 
-/// Points the key (whose entry `is_key` recognises) at `loc` in a locked
-/// shard; returns the location it replaced. Shared by the writer's inserts
-/// and recovery's bulk load.
-fn upsert_in(
-    table: &mut HashTable<Entry>,
-    h32: u32,
-    loc: Location,
-    mut is_key: impl FnMut(Location) -> bool,
-) -> Option<Location> {
-    let th = table_hash(h32);
-    if let Some(e) = table.find_mut(th, |e| e.h32 == h32 && is_key(e.location())) {
-        let old = e.location();
-        e.file_id = loc.file_id;
-        e.offset = loc.offset;
-        return Some(old);
+impl Entry {
+    /// A put's entry.
+    pub fn put(loc: Location, len: u64) -> Entry {
+        Entry {
+            loc,
+            class: LenClass::of(len),
+            tombstone: false,
+        }
     }
-    let entry = Entry {
-        h32,
-        file_id: loc.file_id,
-        offset: loc.offset,
-    };
-    table.insert_unique(th, entry, |e| table_hash(e.h32));
-    None
 }
 
-/// Removes the key's entry from a locked shard; returns where it pointed.
-fn remove_in(
-    table: &mut HashTable<Entry>,
-    h32: u32,
-    mut is_key: impl FnMut(Location) -> bool,
-) -> Option<Location> {
-    match table.find_entry(table_hash(h32), |e| e.h32 == h32 && is_key(e.location())) {
-        Ok(entry) => Some(entry.remove().0.location()),
-        Err(_) => None,
+/// Whether an entry's record holds the key being written, as far as the
+/// writer can tell without waiting for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    Same,
+    Different,
+    /// The record is not in memory.
+    Unknown,
+}
+
+#[derive(Clone, Copy)]
+struct Packed {
+    tag: u32,
+    file_id: u32,
+    offset: u32,
+}
+
+impl Packed {
+    fn new(hash: u64, e: Entry) -> Packed {
+        Packed {
+            tag: (hash as u32 & !CLASS_MASK) | u32::from(e.class.0),
+            file_id: e.loc.file_id,
+            offset: e.loc.offset | if e.tombstone { TOMBSTONE_BIT } else { 0 },
+        }
     }
+
+    fn location(&self) -> Location {
+        Location {
+            file_id: self.file_id,
+            offset: self.offset & !TOMBSTONE_BIT,
+        }
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            loc: self.location(),
+            class: LenClass((self.tag & CLASS_MASK) as u8),
+            tombstone: self.offset & TOMBSTONE_BIT != 0,
+        }
+    }
+
+    fn hash_bits(&self) -> u32 {
+        self.tag & !CLASS_MASK
+    }
+}
+
+/// The table hash hashbrown sees: the stored hash bits spread over 64, so
+/// both the bucket bits (low) and the control bits (top 7) are well mixed.
+/// It is derived from the entry alone, so growing a shard never reads a
+/// record.
+fn table_hash(bits: u32) -> u64 {
+    (bits as u64 | (bits as u64) << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Packed>,
+    /// Tombstone entries in `table` (not keys).
+    tombstones: usize,
+}
+
+impl Shard {
+    /// Entries with these hash bits.
+    fn matching(&self, bits: u32) -> impl Iterator<Item = &Packed> {
+        self.table
+            .iter_hash(table_hash(bits))
+            .filter(move |p| p.hash_bits() == bits)
+    }
+
+    fn insert(&mut self, bits: u32, p: Packed) {
+        self.tombstones += usize::from(p.offset & TOMBSTONE_BIT != 0);
+        self.table
+            .insert_unique(table_hash(bits), p, |e| table_hash(e.hash_bits()));
+    }
+
+    /// Removes the entry at `loc` with these hash bits.
+    fn remove_at(&mut self, bits: u32, loc: Location) -> Option<Entry> {
+        match self.table.find_entry(table_hash(bits), |p| {
+            p.hash_bits() == bits && p.location() == loc
+        }) {
+            Ok(found) => {
+                let p = found.remove().0;
+                self.tombstones -= usize::from(p.offset & TOMBSTONE_BIT != 0);
+                Some(p.entry())
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// What [`Index::apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Entries of the same key it removed (superseded records).
+    pub removed: Vec<Entry>,
+    /// Entries with the key's hash whose records were not in memory: left
+    /// in place, to be resolved in the background.
+    pub unknown: Vec<Entry>,
+}
+
+/// What [`Index::relocate`] did with a GC move.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Relocated {
+    /// The key now points at the copy.
+    Moved,
+    /// The key no longer points at the moved record.
+    Gone,
+    /// Another entry may hold the key: nothing changed (GC tries again).
+    Kept,
 }
 
 /// The sharded index.
 pub struct Index {
-    shards: Box<[RwLock<HashTable<Entry>>]>,
+    shards: Box<[RwLock<Shard>]>,
     route: Box<[u8]>,
 }
 
@@ -131,7 +262,7 @@ impl std::fmt::Debug for Index {
 impl Default for Index {
     fn default() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             route: routing_table(),
         }
     }
@@ -147,118 +278,183 @@ impl Index {
         self.route[(hash >> (64 - ROUTE_BITS)) as usize] as usize
     }
 
-    fn split(&self, hash: u64) -> (usize, u32) {
-        (self.shard_of(hash), hash as u32)
+    fn split(&self, hash: u64) -> (&RwLock<Shard>, u32) {
+        (&self.shards[self.shard_of(hash)], hash as u32 & !CLASS_MASK)
     }
 
-    /// Applies `(hash, location, is_delete)` changes, all of shard `i`, in
+    /// Calls `visit` with every entry that may be the key's (same hash
+    /// bits), under the shard's read lock: `visit` must not block.
+    pub fn candidates(&self, hash: u64, mut visit: impl FnMut(Entry)) {
+        let (shard, bits) = self.split(hash);
+        read(shard).matching(bits).for_each(|p| visit(p.entry()));
+    }
+
+    /// The entry at `loc` if the index still has it under `hash` (GC's and
+    /// eviction's liveness check: a location is unique, no key is read).
+    pub fn entry_at(&self, hash: u64, loc: Location) -> Option<Entry> {
+        let (shard, bits) = self.split(hash);
+        let shard = read(shard);
+        let found = shard
+            .matching(bits)
+            .find(|p| p.location() == loc)
+            .map(Packed::entry);
+        found
+    }
+
+    /// Applies `(hash, entry, is_delete)` changes, all of shard `i`, in
     /// order, under one lock, after sizing the table once (recovery).
     /// `same(old, new)` says whether two locations hold the same key; the
     /// locations that were superseded are returned (for space accounting).
     pub fn load_shard(
         &self,
         i: usize,
-        changes: &[(u64, Location, bool)],
+        changes: &[(u64, Entry, bool)],
         mut same: impl FnMut(Location, Location) -> bool,
     ) -> Vec<Location> {
         let Some(shard) = self.shards.get(i) else {
             return Vec::new();
         };
-        let mut table = write(shard);
-        table.reserve(changes.len(), |e| table_hash(e.h32));
+        let mut shard = write(shard);
+        shard
+            .table
+            .reserve(changes.len(), |e| table_hash(e.hash_bits()));
         let mut superseded = Vec::new();
-        for &(hash, loc, delete) in changes {
-            let is_key = |old: Location| same(old, loc);
-            let old = if delete {
-                remove_in(&mut table, hash as u32, is_key)
-            } else {
-                upsert_in(&mut table, hash as u32, loc, is_key)
-            };
-            superseded.extend(old);
+        for &(hash, entry, delete) in changes {
+            let bits = hash as u32 & !CLASS_MASK;
+            let old = shard
+                .matching(bits)
+                .map(Packed::location)
+                .find(|&old| same(old, entry.loc));
+            if let Some(old) = old {
+                shard.remove_at(bits, old);
+                superseded.push(old);
+            }
+            if !delete {
+                shard.insert(bits, Packed::new(hash, entry));
+            }
         }
         superseded
     }
 
-    /// The location of the key whose hash is `hash`. `is_key(loc)` must say
-    /// whether the record at `loc` holds the key (`Err` if it cannot be read);
-    /// the first such error is returned if no candidate matches.
-    pub fn get<E>(
+    /// Applies a put (`entry`) or a delete (`entry` is its tombstone
+    /// record) of a key whose hash is `hash`. `identity` says, for each
+    /// entry with the same hash bits, whether its record holds the key:
+    /// entries of the same key are removed; unknown ones stay and are
+    /// returned. A put's entry is then added; a delete adds a tombstone
+    /// entry only if unknown entries are left (it hides them until they
+    /// are resolved).
+    pub fn apply(
         &self,
         hash: u64,
-        mut is_key: impl FnMut(Location) -> Result<bool, E>,
-    ) -> Result<Option<Location>, E> {
-        let (shard, h32) = self.split(hash);
-        let table = read(&self.shards[shard]);
-        let mut first_err = None;
-        let found = table.find(table_hash(h32), |e| {
-            e.h32 == h32
-                && match is_key(e.location()) {
-                    Ok(hit) => hit,
-                    Err(err) => {
-                        first_err.get_or_insert(err);
-                        false
-                    }
-                }
-        });
-        match (found, first_err) {
-            (Some(e), _) => Ok(Some(e.location())),
-            (None, Some(err)) => Err(err),
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// Points the key at `loc`; returns the location it replaced. `is_key`
-    /// says whether an existing entry's record holds the same key.
-    pub fn insert(
-        &self,
-        hash: u64,
-        loc: Location,
-        mut is_key: impl FnMut(Location) -> bool,
-    ) -> Option<Location> {
-        let (shard, h32) = self.split(hash);
-        upsert_in(&mut write(&self.shards[shard]), h32, loc, &mut is_key)
-    }
-
-    /// Moves the key from `from` to `to` only if it still points at `from`
-    /// (GC's compare-and-swap); returns whether it did.
-    pub fn replace(&self, hash: u64, from: Location, to: Location) -> bool {
-        let (shard, h32) = self.split(hash);
-        let mut table = write(&self.shards[shard]);
-        match table.find_mut(table_hash(h32), |e| e.h32 == h32 && e.location() == from) {
-            Some(e) => {
-                e.file_id = to.file_id;
-                e.offset = to.offset;
-                true
+        entry: Entry,
+        delete: bool,
+        mut identity: impl FnMut(Entry) -> Identity,
+    ) -> Applied {
+        let (shard, bits) = self.split(hash);
+        let mut shard = write(shard);
+        let mut out = Applied::default();
+        for p in shard.matching(bits) {
+            let e = p.entry();
+            match identity(e) {
+                Identity::Same => out.removed.push(e),
+                Identity::Unknown => out.unknown.push(e),
+                Identity::Different => {}
             }
-            None => false,
         }
+        for e in &out.removed {
+            shard.remove_at(bits, e.loc);
+        }
+        if !delete || !out.unknown.is_empty() {
+            let new = Entry {
+                tombstone: delete,
+                ..entry
+            };
+            shard.insert(bits, Packed::new(hash, new));
+        }
+        out
     }
 
-    /// Removes the key; returns where it was.
-    pub fn remove(&self, hash: u64, mut is_key: impl FnMut(Location) -> bool) -> Option<Location> {
-        let (shard, h32) = self.split(hash);
-        remove_in(&mut write(&self.shards[shard]), h32, &mut is_key)
+    /// GC's compare-and-swap: points the key from `from` to `to` only if
+    /// it still points at `from` and no other entry may hold the key.
+    /// Entries `identity` finds to hold the key are stale if older than
+    /// `from` (removed, returned) and make `from` stale if newer (then
+    /// `from` is removed instead and the move dropped).
+    pub fn relocate(
+        &self,
+        hash: u64,
+        from: Location,
+        to: Entry,
+        mut identity: impl FnMut(Entry) -> Identity,
+    ) -> (Relocated, Vec<Entry>) {
+        let (shard, bits) = self.split(hash);
+        let mut shard = write(shard);
+        let mut same = Vec::new();
+        let mut found = None;
+        for p in shard.matching(bits) {
+            let e = p.entry();
+            if e.loc == from {
+                found = Some(e);
+                continue;
+            }
+            match identity(e) {
+                Identity::Same => same.push(e),
+                Identity::Unknown => return (Relocated::Kept, Vec::new()),
+                Identity::Different => {}
+            }
+        }
+        let Some(moved) = found else {
+            return (Relocated::Gone, Vec::new());
+        };
+        if moved.tombstone {
+            return (Relocated::Gone, Vec::new());
+        }
+        if same.iter().any(|e| e.loc > from) {
+            shard.remove_at(bits, from);
+            return (Relocated::Gone, vec![moved]);
+        }
+        for e in &same {
+            shard.remove_at(bits, e.loc);
+        }
+        shard.remove_at(bits, from);
+        shard.insert(bits, Packed::new(hash, to));
+        (Relocated::Moved, same)
     }
 
-    /// Number of live keys.
+    /// Removes the entry at `loc` (eviction, background resolution);
+    /// returns it if it was there.
+    pub fn remove_at(&self, hash: u64, loc: Location) -> Option<Entry> {
+        let (shard, bits) = self.split(hash);
+        write(shard).remove_at(bits, loc)
+    }
+
+    /// Number of entries that are not tombstone entries: the live keys,
+    /// once background resolution is done.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| read(s).len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = read(s);
+                s.table.len() - s.tombstones
+            })
+            .sum()
     }
 
-    /// A copy of the locations in shard `i` (for scans), calling `visit` on
-    /// each location while the shard is still locked: a location seen there is current,
-    /// so its file is still registered (GC and eviction move or remove
-    /// entries before they drop a file) and can be pinned.
-    pub fn shard_locations_with(&self, i: usize, mut visit: impl FnMut(Location)) -> Vec<Location> {
+    /// A copy of the entries of shard `i` with their hash bits (for scans),
+    /// calling `visit` on each while the shard is still locked: an entry
+    /// seen there is current, so its file is still registered (GC and
+    /// eviction move or remove entries before they drop a file) and can be
+    /// pinned.
+    pub fn shard_entries(&self, i: usize, mut visit: impl FnMut(Entry)) -> Vec<(u32, Entry)> {
         let Some(shard) = self.shards.get(i) else {
             return Vec::new();
         };
-        let table = read(shard);
-        table
+        let shard = read(shard);
+        shard
+            .table
             .iter()
-            .map(|e| {
-                visit(e.location());
-                e.location()
+            .map(|p| {
+                visit(p.entry());
+                (p.hash_bits(), p.entry())
             })
             .collect()
     }
@@ -268,7 +464,7 @@ impl Index {
         self.shards
             .iter()
             .map(|s| {
-                let cap = read(s).capacity();
+                let cap = read(s).table.capacity();
                 let buckets = if cap == 0 {
                     0
                 } else if cap < 8 {
@@ -276,7 +472,7 @@ impl Index {
                 } else {
                     (cap / 7 * 8).next_power_of_two()
                 };
-                buckets * (std::mem::size_of::<Entry>() + 1)
+                buckets * (std::mem::size_of::<Packed>() + 1)
             })
             .sum()
     }
@@ -291,46 +487,149 @@ mod tests {
         Location { file_id, offset }
     }
 
+    fn put(l: Location) -> Entry {
+        Entry::put(l, 100)
+    }
+
+    /// The newest entry whose "record" (`keys`) holds `key`, as a reader
+    /// finds it: every candidate compared, newest first.
+    fn lookup(idx: &Index, h: u64, keys: &HashMap<Location, &str>, key: &str) -> Option<Entry> {
+        let mut found = Vec::new();
+        idx.candidates(h, |e| found.push(e));
+        found.sort_by_key(|e| std::cmp::Reverse(e.loc));
+        found.into_iter().find(|e| keys[&e.loc] == key)
+    }
+
+    fn known<'a>(
+        keys: &'a HashMap<Location, &str>,
+        key: &'a str,
+    ) -> impl FnMut(Entry) -> Identity + 'a {
+        move |e| {
+            if keys[&e.loc] == key {
+                Identity::Same
+            } else {
+                Identity::Different
+            }
+        }
+    }
+
     #[test]
     fn entry_is_twelve_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 12);
+        assert_eq!(std::mem::size_of::<Packed>(), 12);
+    }
+
+    #[test]
+    fn length_classes_bound_every_length_tightly() {
+        let mut prev = 0;
+        for len in (1..5000).chain((5000..=7 << 20).step_by(997)) {
+            let c = LenClass::of(len);
+            let bound = c.bound().expect("classed");
+            assert!(bound >= len, "{len} → {bound}");
+            assert!(bound <= (len + len / 4).max(len + 63), "{len} → {bound}");
+            assert!(c.0 >= prev, "classes grow with the length");
+            prev = c.0;
+        }
+        assert_eq!(LenClass::of(7 << 20).bound(), Some(7 << 20));
+        assert_eq!(LenClass::of((7 << 20) + 1), LenClass::UNKNOWN);
+        assert_eq!(LenClass::of(u32::MAX as u64 * 2), LenClass::UNKNOWN);
+        assert_eq!(LenClass::UNKNOWN.bound(), None);
+        // A 64 KiB value's record reads at most 80 KiB.
+        assert_eq!(LenClass::of(65_536 + 27).bound(), Some(80 << 10));
+    }
+
+    #[test]
+    fn packing_keeps_location_class_and_tombstone() {
+        let e = Entry {
+            loc: loc(u32::MAX, (1 << 30) - 1),
+            class: LenClass::of(70_000),
+            tombstone: true,
+        };
+        let p = Packed::new(0xffff_ffff_ffff_ffff, e);
+        assert_eq!(p.entry(), e);
+        assert_eq!(p.hash_bits(), !CLASS_MASK);
     }
 
     /// Two different keys with the same hash must both be stored and found.
     #[test]
     fn hash_collisions_are_resolved_by_key_bytes() {
         let idx = Index::default();
-        // "Records": location -> key.
         let mut keys: HashMap<Location, &'static str> = HashMap::new();
         keys.insert(loc(1, 10), "alpha");
         keys.insert(loc(1, 20), "beta");
         keys.insert(loc(1, 30), "alpha");
-        fn same(
-            want: &'static str,
-            keys: &HashMap<Location, &'static str>,
-        ) -> impl Fn(Location) -> bool {
-            let keys = keys.clone();
-            move |l: Location| keys[&l] == want
-        }
         let h = 0xdead_beef_0000_0001;
-        assert_eq!(idx.insert(h, loc(1, 10), same("alpha", &keys)), None);
-        assert_eq!(idx.insert(h, loc(1, 20), same("beta", &keys)), None);
+        let a = idx.apply(h, put(loc(1, 10)), false, known(&keys, "alpha"));
+        assert!(a.removed.is_empty() && a.unknown.is_empty());
+        idx.apply(h, put(loc(1, 20)), false, known(&keys, "beta"));
         assert_eq!(idx.len(), 2);
-        let ok = |k: &'static str| {
-            let s = same(k, &keys);
-            move |l| Ok::<_, ()>(s(l))
-        };
-        assert_eq!(idx.get(h, ok("alpha")), Ok(Some(loc(1, 10))));
-        assert_eq!(idx.get(h, ok("beta")), Ok(Some(loc(1, 20))));
-        assert_eq!(idx.get(h, ok("gamma")), Ok(None));
+        assert_eq!(lookup(&idx, h, &keys, "alpha").unwrap().loc, loc(1, 10));
+        assert_eq!(lookup(&idx, h, &keys, "beta").unwrap().loc, loc(1, 20));
+        assert_eq!(lookup(&idx, h, &keys, "gamma"), None);
         // Overwrite alpha; beta untouched.
-        assert_eq!(
-            idx.insert(h, loc(1, 30), same("alpha", &keys)),
-            Some(loc(1, 10))
-        );
-        assert_eq!(idx.get(h, ok("alpha")), Ok(Some(loc(1, 30))));
-        assert_eq!(idx.remove(h, same("beta", &keys)), Some(loc(1, 20)));
-        assert_eq!(idx.get(h, ok("beta")), Ok(None));
+        let a = idx.apply(h, put(loc(1, 30)), false, known(&keys, "alpha"));
+        assert_eq!(a.removed, vec![put(loc(1, 10))]);
+        assert_eq!(lookup(&idx, h, &keys, "alpha").unwrap().loc, loc(1, 30));
+        let a = idx.apply(h, put(loc(1, 40)), true, known(&keys, "beta"));
+        assert_eq!(a.removed, vec![put(loc(1, 20))]);
+        assert_eq!(lookup(&idx, h, &keys, "beta"), None);
+        assert_eq!(idx.len(), 1);
+    }
+
+    /// A record the writer cannot read without the disk: the new entry goes
+    /// beside it, the newer one wins for readers, and resolution removes
+    /// the stale one. A delete leaves a tombstone entry that hides the old
+    /// one until then.
+    #[test]
+    fn unknown_entries_stay_until_resolved_and_never_win() {
+        let idx = Index::default();
+        let h = 0x0123_4567_89ab_cdef;
+        let keys: HashMap<Location, &str> =
+            [(loc(1, 10), "k"), (loc(2, 10), "k"), (loc(2, 50), "k")].into();
+        idx.apply(h, put(loc(1, 10)), false, |_| Identity::Different);
+        let a = idx.apply(h, put(loc(2, 10)), false, |_| Identity::Unknown);
+        assert_eq!(a.unknown, vec![put(loc(1, 10))]);
+        assert_eq!(lookup(&idx, h, &keys, "k").unwrap().loc, loc(2, 10));
+        // A delete: (2,10) is in memory and the key's; (1,10) still unknown.
+        let del = put(loc(2, 50));
+        let a = idx.apply(h, del, true, |e| {
+            if e.loc == loc(2, 10) {
+                Identity::Same
+            } else {
+                Identity::Unknown
+            }
+        });
+        assert_eq!(a.removed.len(), 1);
+        assert_eq!(a.unknown, vec![put(loc(1, 10))]);
+        let found = lookup(&idx, h, &keys, "k").unwrap();
+        assert!(found.tombstone && found.loc == loc(2, 50));
+        assert_eq!(idx.len(), 1, "the tombstone entry is not a key");
+        // Resolution: (1,10) held the key, then the tombstone goes.
+        assert!(idx.remove_at(h, loc(1, 10)).is_some());
+        assert!(idx.remove_at(h, loc(2, 50)).is_some());
+        assert_eq!(idx.len(), 0);
+        assert_eq!(lookup(&idx, h, &keys, "k"), None);
+    }
+
+    #[test]
+    fn relocation_moves_only_a_current_entry_with_no_doubt() {
+        let idx = Index::default();
+        let h = 77;
+        idx.apply(h, put(loc(1, 10)), false, |_| Identity::Different);
+        let to = put(loc(9, 10));
+        // Another entry of unknown key: kept for later.
+        idx.apply(h, put(loc(2, 10)), false, |_| Identity::Unknown);
+        let (r, _) = idx.relocate(h, loc(1, 10), to, |_| Identity::Unknown);
+        assert_eq!(r, Relocated::Kept);
+        // The newer entry holds the key: the moved record is stale.
+        let (r, dead) = idx.relocate(h, loc(1, 10), to, |_| Identity::Same);
+        assert_eq!((r, dead), (Relocated::Gone, vec![put(loc(1, 10))]));
+        assert!(idx.entry_at(h, loc(1, 10)).is_none());
+        // A current entry moves; an older same-key entry is dropped.
+        let (r, dead) = idx.relocate(h, loc(2, 10), to, |_| Identity::Different);
+        assert_eq!((r, dead.len()), (Relocated::Moved, 0));
+        assert_eq!(idx.entry_at(h, loc(9, 10)), Some(to));
+        let (r, _) = idx.relocate(h, loc(2, 10), to, |_| Identity::Different);
+        assert_eq!(r, Relocated::Gone);
         assert_eq!(idx.len(), 1);
     }
 
@@ -344,40 +643,17 @@ mod tests {
         // Locations 10 and 30 hold "alpha", 20 and 40 hold "beta".
         let key = |l: Location| if l.offset % 20 == 10 { "alpha" } else { "beta" };
         let changes = [
-            (h, loc(1, 10), false),
-            (h, loc(1, 20), false),
-            (h, loc(2, 30), false),
-            (h, loc(2, 40), true),
+            (h, put(loc(1, 10)), false),
+            (h, put(loc(1, 20)), false),
+            (h, put(loc(2, 30)), false),
+            (h, put(loc(2, 40)), true),
         ];
-        idx.load_shard(i, &changes, |a, b| key(a) == key(b));
-        let find = |k: &'static str| idx.get(h, |l| Ok::<_, ()>(key(l) == k)).unwrap();
-        assert_eq!(find("alpha"), Some(loc(2, 30)));
-        assert_eq!(find("beta"), None);
+        let superseded = idx.load_shard(i, &changes, |a, b| key(a) == key(b));
+        assert_eq!(superseded, vec![loc(1, 10), loc(1, 20)]);
+        let mut found = Vec::new();
+        idx.candidates(h, |e| found.push(e.loc));
+        assert_eq!(found, vec![loc(2, 30)]);
         assert_eq!(idx.len(), 1);
-    }
-
-    #[test]
-    fn read_errors_surface_only_without_a_match() {
-        let idx = Index::default();
-        idx.insert(5, loc(1, 1), |_| false);
-        assert_eq!(idx.get(5, |_| Err::<bool, _>("bad")), Err("bad"));
-        assert_eq!(idx.get(6, |_| Err::<bool, _>("bad")), Ok(None));
-    }
-
-    #[test]
-    fn many_keys_and_memory() {
-        let idx = Index::default();
-        for i in 0..100_000u64 {
-            let h = crate::record::key_hash(&i.to_le_bytes());
-            assert_eq!(idx.insert(h, loc(1, i as u32), |_| false), None);
-        }
-        assert_eq!(idx.len(), 100_000);
-        let per_key = idx.heap_bytes() as f64 / 100_000.0;
-        assert!(per_key < 40.0, "{per_key} bytes per key");
-        let total: usize = (0..idx.shard_count())
-            .map(|i| idx.shard_locations_with(i, |_| {}).len())
-            .sum();
-        assert_eq!(total, 100_000);
     }
 
     #[test]
@@ -402,15 +678,16 @@ mod tests {
         let mut worst: f64 = 0.0;
         for i in 0..1_000_000u64 {
             let h = crate::record::key_hash(&i.to_le_bytes());
-            idx.insert(h, loc(1, i as u32), |_| false);
+            idx.apply(h, put(loc(1, i as u32)), false, |_| Identity::Different);
             if i >= 50_000 && i % 25_000 == 0 {
                 worst = worst.max(idx.heap_bytes() as f64 / i as f64);
             }
         }
         assert!(worst <= 24.0, "worst {worst:.1} bytes per key");
         let total: usize = (0..idx.shard_count())
-            .map(|i| idx.shard_locations_with(i, |_| {}).len())
+            .map(|i| idx.shard_entries(i, |_| {}).len())
             .sum();
         assert_eq!(total, 1_000_000);
+        assert_eq!(idx.len(), 1_000_000);
     }
 }

@@ -67,7 +67,10 @@ mod io;
 #[cfg(loom)]
 mod io {
     pub(crate) mod aligned;
+    pub(crate) mod read;
 }
+#[cfg(not(loom))]
+mod memlimit;
 #[cfg(not(loom))]
 mod options;
 #[cfg(not(loom))]
@@ -80,6 +83,11 @@ mod registry;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod registry;
+mod resident;
+#[cfg(not(loom))]
+mod resolve;
+#[cfg(not(loom))]
+mod scan;
 #[cfg(not(loom))]
 mod segment;
 /// Segments, public only to the loom models.
@@ -111,7 +119,7 @@ pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use gc::CompactionReport;
 #[cfg(not(loom))]
-pub use options::{Durability, IoBackend};
+pub use options::{ColdReads, Durability, IoBackend};
 #[cfg(not(loom))]
 pub use space::FileSpace;
 #[cfg(not(loom))]

@@ -3,7 +3,7 @@
 //! then the index is rebuilt by applying every file's records in file order.
 
 use crate::error::{Error, Result};
-use crate::index::Location;
+use crate::index::{Entry, Location};
 use crate::io::aligned::{page_ceil, AlignedBuf};
 use crate::registry::Source;
 use crate::segment::{scan_records, FooterEntry, Segment, SegmentIndex};
@@ -365,7 +365,7 @@ pub(crate) fn apply_entries(
 ) -> (u64, Vec<Location>) {
     let index = &shared.index;
     let shards = index.shard_count();
-    let mut by_shard: Vec<Vec<(u64, Location, bool)>> = vec![Vec::new(); shards];
+    let mut by_shard: Vec<Vec<(u64, Entry, bool)>> = vec![Vec::new(); shards];
     let mut records = 0u64;
     for (file_id, entries) in per_file {
         records += entries.len() as u64;
@@ -374,7 +374,8 @@ pub(crate) fn apply_entries(
                 file_id: *file_id,
                 offset: e.offset,
             };
-            by_shard[index.shard_of(e.hash)].push((e.hash, loc, e.delete));
+            let entry = Entry::put(loc, u64::from(e.len));
+            by_shard[index.shard_of(e.hash)].push((e.hash, entry, e.delete));
         }
     }
     let threads = std::thread::available_parallelism()
@@ -384,11 +385,7 @@ pub(crate) fn apply_entries(
     let reg = &shared.registry;
     // Keys are read only when an entry with the same hash bits exists (an
     // overwrite or a collision), so unique keys never touch value pages.
-    let same = |old: Location, new: Location| match (reg.record(old, false), reg.record(new, false))
-    {
-        (Ok(a), Ok(b)) => a.key() == b.key(),
-        _ => false,
-    };
+    let same = |old: Location, new: Location| reg.same_key_blocking(old, new);
     let superseded: Vec<Location> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {

@@ -7,7 +7,7 @@
 
 use crate::segment::Segment;
 use crate::slab::Slab;
-use crate::sync::{read, write, Arc, RwLock};
+use crate::sync::{read, write, Arc, AtomicU64, Ordering, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,16 @@ impl Source {
 pub struct Registry {
     data_dir: PathBuf,
     files: RwLock<HashMap<u32, Source>>,
+    /// Bytes of the registered segment files (kept beside `files`, so
+    /// reads can ask without the lock).
+    segment_bytes: AtomicU64,
+}
+
+fn segment_len(s: &Source) -> u64 {
+    match s {
+        Source::Segment(seg) => seg.len() as u64,
+        Source::Slab(_) => 0,
+    }
 }
 
 /// Path of the unsealed (write-ahead) file for `file_id`.
@@ -51,6 +61,7 @@ impl Registry {
         Registry {
             data_dir,
             files: RwLock::new(HashMap::new()),
+            segment_bytes: AtomicU64::new(0),
         }
     }
 
@@ -59,7 +70,25 @@ impl Registry {
     }
 
     pub fn insert(&self, file_id: u32, source: Source) {
-        write(&self.files).insert(file_id, source);
+        let added = segment_len(&source);
+        let old = write(&self.files).insert(file_id, source);
+        self.account(added, old.as_ref());
+    }
+
+    fn account(&self, added: u64, removed: Option<&Source>) {
+        let removed = removed.map_or(0, segment_len);
+        if added >= removed {
+            self.segment_bytes
+                .fetch_add(added - removed, Ordering::Relaxed);
+        } else {
+            self.segment_bytes
+                .fetch_sub(removed - added, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes of the registered segment files.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes.load(Ordering::Relaxed)
     }
 
     /// The flush's swap: `file_id` now reads from its published segment
@@ -69,11 +98,16 @@ impl Registry {
     /// slab it replaced.
     pub fn publish_segment(&self, segment: Arc<Segment>) -> Option<Source> {
         let id = segment.file_id();
-        write(&self.files).insert(id, Source::Segment(segment))
+        let added = segment.len() as u64;
+        let old = write(&self.files).insert(id, Source::Segment(segment));
+        self.account(added, old.as_ref());
+        old
     }
 
     pub fn remove(&self, file_id: u32) -> Option<Source> {
-        write(&self.files).remove(&file_id)
+        let old = write(&self.files).remove(&file_id);
+        self.account(0, old.as_ref());
+        old
     }
 
     pub fn get(&self, file_id: u32) -> Option<Source> {

@@ -4,10 +4,13 @@
 
 use crate::error::{Error, Result};
 use crate::io::aligned::page_ceil;
+use crate::io::read::ReadFile;
 use crate::record::{self, DecodeError, FLAG_BEGIN, FLAG_END};
+use crate::resident::Residency;
 use crate::slab::{decode_file_header, FILE_HEADER_LEN};
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bytes of one footer entry: key hash and record offset. A record's length
 /// is the distance to the next one (records are contiguous), or to
@@ -228,11 +231,16 @@ pub(crate) fn decode_footer(file: &[u8]) -> std::result::Result<Footer, String> 
     })
 }
 
-/// A published, immutable segment file, read through a read-only mmap.
+/// A published, immutable segment file: read through a read-only mmap
+/// where its pages are in memory, through the I/O threads where not.
 pub struct Segment {
     file_id: u32,
     path: PathBuf,
     map: Mmap,
+    /// End of the records (from the trailer; the file's length if unknown).
+    data_end: usize,
+    file: Arc<ReadFile>,
+    residency: Residency,
 }
 
 impl std::fmt::Debug for Segment {
@@ -262,20 +270,22 @@ impl Segment {
         // the directory lock; a file truncated behind silt's back is outside
         // the media assumptions (docs/format.md).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap segment", path, e))?;
-        let seg = Segment {
+        // A fault reads only its page: the kernel's read-around
+        // (`read_ahead_kb`, 8 MiB on the test VM) turned each fault into
+        // megabytes of reads (docs/decisions.md). Records not in memory are
+        // read by the I/O threads instead (`crate::read`).
+        let _ = map.advise(memmap2::Advice::Random);
+        let residency = Residency::new(map.len());
+        let mut seg = Segment {
             file_id,
             path: path.to_path_buf(),
+            data_end: map.len(),
             map,
+            file: Arc::new(ReadFile::new(path, file)),
+            residency,
         };
-        // The header and footer checks touch a few pages at both ends; on a
-        // fault the kernel reads `read_ahead_kb` around it (8 MiB on the
-        // test VM: 16 MiB read for every segment published, competing with
-        // the WAL's writes; docs/decisions.md). So only the touched pages
-        // are read here, and later reads get the default read-around back.
-        let _ = seg.map.advise(memmap2::Advice::Random);
         let header_ok = decode_file_header(&seg.map) == Some(file_id);
         let footer = decode_footer(&seg.map);
-        let _ = seg.map.advise(memmap2::Advice::Normal);
         let found = match footer {
             Ok(footer) if header_ok => SegmentIndex::Footer(footer),
             Ok(_) => SegmentIndex::Scanned(Scan::default(), "file header damaged".into()),
@@ -284,6 +294,9 @@ impl Segment {
                 SegmentIndex::Scanned(Scan::default(), format!("file header damaged, {why}"))
             }
         };
+        if let SegmentIndex::Footer(f) = &found {
+            seg.data_end = f.data_end;
+        }
         Ok((seg, found))
     }
 
@@ -299,9 +312,77 @@ impl Segment {
         self.map.len()
     }
 
-    /// Bytes `[off, off + len)` of the file, if it has them.
+    /// Bytes `[off, off + len)` of the file, if it has them. Touching them
+    /// may fault; see [`Segment::resident`].
     pub fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
         self.map.get(off..off.checked_add(len)?)
+    }
+
+    /// Asks the kernel to read the footer ahead (the mapping is
+    /// `MADV_RANDOM`, so walking it would fault page by page).
+    pub(crate) fn prefetch_footer(&self) {
+        let Some(t) = self
+            .map
+            .len()
+            .checked_sub(TRAILER_LEN)
+            .and_then(|t| self.map.get(t..))
+        else {
+            return;
+        };
+        let footer_off = (le_u64(&t[0..8]) as usize / 4096) * 4096;
+        if footer_off < self.map.len() {
+            let _ = self.map.advise_range(
+                memmap2::Advice::WillNeed,
+                footer_off,
+                self.map.len() - footer_off,
+            );
+        }
+    }
+
+    /// Where the records end (a record read is clamped to it).
+    pub fn data_end(&self) -> usize {
+        self.data_end
+    }
+
+    /// The file, for reads by the I/O threads.
+    pub(crate) fn read_file(&self) -> &Arc<ReadFile> {
+        &self.file
+    }
+
+    /// Whether `[off, off + len)` is in memory, so that reading it through
+    /// the mapping does not wait for the disk (see `crate::resident`).
+    pub fn resident(&self, off: usize, len: usize) -> bool {
+        self.residency.all_resident(&self.map, off, len)
+    }
+
+    /// `[off, off + len)` was just read through the page cache.
+    pub(crate) fn mark_resident(&self, off: usize, len: usize) {
+        self.residency.mark(off, len);
+    }
+
+    /// Drops the file's pages from this mapping and, where no one else
+    /// maps them, from the page cache (tests and benchmarks of cold reads).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn drop_cached(&self) {
+        // SAFETY: MADV_DONTNEED on a read-only file mapping only drops the
+        // page table entries; the next access reads the file again. No
+        // reference into the mapping is held across this call by silt,
+        // and the file's bytes never change, so a caller's `Bytes` of it
+        // still reads the same bytes.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+        // SAFETY: posix_fadvise only reads its arguments.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(self.file.file()),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        self.residency.forget();
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) struct Config {
     pub flush_workers: usize,
     pub direct_io: bool,
     pub verify_checksums: bool,
+    pub cold_reads: crate::options::ColdReads,
     /// Cache mode: evict the oldest segments past this many bytes.
     pub capacity: Option<u64>,
     /// Background GC rewrites segments whose live ratio is under this.
@@ -57,11 +58,19 @@ pub(crate) struct Shared {
     pub vfs: Arc<dyn Vfs>,
     /// The backend `vfs` runs on (never `Auto`).
     pub backend: IoBackend,
+    /// The I/O threads that read records not in memory.
+    pub reader: crate::io::read::Reader,
+    /// The memory this process may use, for `ColdReads::Auto`.
+    pub memory_limit: Option<u64>,
     /// Buffers of flushed slabs, for the next ones.
     pub slab_pool: Arc<crate::slab::SlabPool>,
     pub counters: Counters,
     /// Record and live bytes per data file.
     pub space: crate::space::SpaceMap,
+    /// Background resolutions of index entries not yet done.
+    pub resolving: crate::sync::AtomicUsize,
+    /// Notified when `resolving` drops to zero.
+    pub resolved: Notify,
     /// Poked when a segment is published: background GC looks for work.
     pub gc_wake: Notify,
     /// Held by the one compaction that may run at a time.
@@ -99,12 +108,16 @@ impl Shared {
             registry,
             vfs,
             backend,
+            reader: crate::io::read::Reader::new(backend == IoBackend::Uring),
+            memory_limit: crate::memlimit::memory_limit(),
             // Two idle buffers cover the steady state: one slab filling,
             // the previous one's buffer back from its flush.
             slab_pool: Arc::new(crate::slab::SlabPool::new(2)),
             counters: Counters::default(),
             space: Default::default(),
             gc_wake: Notify::new(),
+            resolving: crate::sync::AtomicUsize::new(0),
+            resolved: Notify::new(),
             compacting: tokio::sync::Mutex::new(()),
             gc_task: Mutex::new(None),
             wal_direct: Arc::new(AtomicBool::new(false)),
@@ -139,6 +152,17 @@ impl Shared {
     pub fn evicted(&self, loc: crate::index::Location) -> bool {
         (self.config.capacity.is_some() || self.config.read_only)
             && !self.registry.contains(loc.file_id)
+    }
+
+    /// Waits until no background resolution is pending.
+    pub async fn wait_resolved(&self) {
+        loop {
+            let notified = self.resolved.notified();
+            if self.resolving.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn check_open(&self) -> Result<()> {

@@ -9,7 +9,7 @@
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use silt::index::{Index, Location};
+use silt::index::{Entry, Identity, Index, Location};
 use silt::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
 
 const PUT_ONE: u8 = 1 | 4 | 8;
@@ -44,13 +44,21 @@ fn overwrite_is_seen_whole_and_never_undone() {
             let off = w.append(PUT_ONE, b"k", value).expect("room");
             w.publish();
             let slab = w.slab();
-            index.insert(
+            let loc = Location {
+                file_id: 1,
+                offset: off as u32,
+            };
+            index.apply(
                 hash,
-                Location {
-                    file_id: 1,
-                    offset: off as u32,
+                Entry::put(loc, 11 + 1 + value.len() as u64),
+                false,
+                |old| {
+                    if record_at(slab, old.loc).0 == b"k" {
+                        Identity::Same
+                    } else {
+                        Identity::Different
+                    }
                 },
-                |old| record_at(slab, old).0 == b"k",
             );
         };
         put(&mut w, &index, b"old");
@@ -60,10 +68,13 @@ fn overwrite_is_seen_whole_and_never_undone() {
             thread::spawn(move || {
                 for _ in 0..2 {
                     let was_acked = acked.load(Ordering::Acquire);
-                    let loc = index
-                        .get(hash, |loc| Ok::<_, ()>(record_at(&slab, loc).0 == b"k"))
-                        .unwrap()
-                        .expect("the key is never missing");
+                    let mut found = None;
+                    index.candidates(hash, |e| {
+                        if record_at(&slab, e.loc).0 == b"k" {
+                            found = Some(e.loc);
+                        }
+                    });
+                    let loc = found.expect("the key is never missing");
                     let value = record_at(&slab, loc).1;
                     assert!(value == b"old" || value == b"new", "{value:?}");
                     if was_acked {

@@ -41,6 +41,10 @@ pub enum OpKind {
     Open,
     /// `rename`.
     Rename,
+    /// A cold read of record bytes by the I/O threads (reads served from
+    /// memory are not I/O). Not counted by `Any`, so read timing never
+    /// moves the write operations a plan or a power cut counts.
+    Read,
 }
 
 /// Fail the `nth` (1-based) operation of `kind` with `fault`; with
@@ -205,6 +209,25 @@ impl FaultInjector {
         st.frozen = false;
         st.freeze_at = None;
         Ok(())
+    }
+
+    /// Counts a cold read and decides whether it fails (only a plan for
+    /// `OpKind::Read` fails reads).
+    fn check_read(&self) -> Result<(), Fault> {
+        let mut st = lock(&self.state);
+        match st.plan {
+            Some(plan) if plan.kind == OpKind::Read => {
+                let n = st.kind_ops.entry("Read".into()).or_default();
+                *n += 1;
+                let n = *n;
+                if n == plan.nth || (plan.persistent && n > plan.nth) {
+                    st.faults_injected += 1;
+                    return Err(plan.fault);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Counts an operation and decides whether it fails.
@@ -386,5 +409,9 @@ impl Vfs for FaultVfs {
         self.inner.remove_file(path)?;
         lock(&self.inj.state).live.remove(path);
         Ok(())
+    }
+
+    fn read_fault(&self) -> Option<io::Error> {
+        self.inj.check_read().err().map(as_io)
     }
 }

@@ -6,6 +6,7 @@
 pub(crate) mod aligned;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub(crate) mod read;
 #[path = "std.rs"]
 pub(crate) mod std_backend;
 pub(crate) mod uring;
@@ -86,6 +87,11 @@ pub(crate) trait Vfs: Send + Sync + std::fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// unlink(2).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// An error to fail the next cold read with instead of reading (the
+    /// fault layer's read faults; real backends never have one).
+    fn read_fault(&self) -> Option<io::Error> {
+        None
+    }
 }
 
 /// Large writes are split into chunks of this size, so that a backend that

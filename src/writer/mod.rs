@@ -9,6 +9,7 @@
 //! the fdatasync of earlier writes runs. The task never blocks: file I/O
 //! happens on the log threads and the flush workers.
 
+mod apply;
 mod relocate;
 mod seal;
 mod xl_put;
@@ -18,11 +19,10 @@ use crate::error::{Error, Result};
 use crate::flush::SealedSlab;
 use crate::index::Location;
 use crate::options::Durability;
-use crate::record::{self, key_hash, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
+use crate::record::{self, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
 use crate::registry::Source;
 use crate::shared::Shared;
 use crate::slab::{Predecessor, Slab, SlabWriter, FILE_HEADER_LEN};
-use crate::space::SpaceDelta;
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError, WalWrite};
 use bytes::Bytes;
@@ -188,6 +188,8 @@ pub(crate) struct Writer {
     /// The newest file that takes no more appends, and where its records
     /// end: the next file names it in its header (see `Predecessor`).
     last_file: Option<Predecessor>,
+    /// Index entries to resolve in the background (`crate::resolve`).
+    resolve: mpsc::UnboundedSender<crate::resolve::Resolve>,
 }
 
 /// A full slab waiting for its last WAL writes before it is sealed.
@@ -231,6 +233,7 @@ impl Writer {
         wal: Option<Wal>,
         flush_tx: crossbeam_channel::Sender<SealedSlab>,
         init: WriterInit,
+        resolve: mpsc::UnboundedSender<crate::resolve::Resolve>,
     ) -> Writer {
         Writer {
             permits: SealedBudget::new(shared.config.max_sealed_slabs),
@@ -249,6 +252,7 @@ impl Writer {
             highest_sealed: 0,
             recovered: init.recovered,
             last_file: init.last_file,
+            resolve,
         }
     }
 
@@ -408,48 +412,6 @@ impl Writer {
             .chain(later.waiters)
         {
             let _ = w.send(Err(e.clone()));
-        }
-    }
-
-    fn apply(&mut self, group: Group) {
-        let shared = &*self.shared;
-        let mut space = SpaceDelta::default();
-        for u in &group.updates {
-            let hash = key_hash(&u.key);
-            let file = u.loc.file_id;
-            let len = u64::from(u.len);
-            // The old record is read anyway to compare keys: note its length.
-            let mut old_len = 0;
-            let same = |old: Location| match shared.registry.record(old, false) {
-                Ok(r) if r.key() == &u.key[..] => {
-                    old_len = r.header.record_len() as u64;
-                    true
-                }
-                _ => false,
-            };
-            let (replaced, live) = match u.change {
-                Change::Put => (shared.index.insert(hash, u.loc, same), true),
-                Change::Delete => (shared.index.remove(hash, same), false),
-                Change::Move { from, from_len } => {
-                    old_len = u64::from(from_len);
-                    let moved = shared.index.replace(hash, from, u.loc);
-                    (moved.then_some(from), moved)
-                }
-                Change::Tombstone => (None, false),
-            };
-            if let Some(old) = replaced {
-                space.died(old.file_id, old_len);
-            }
-            space.written(file, len, live);
-        }
-        shared.space.apply(space);
-        let n = group.waiters.len() as u64;
-        let c = &shared.counters;
-        c.groups.fetch_add(1, Ordering::Relaxed);
-        c.grouped_writes.fetch_add(n, Ordering::Relaxed);
-        c.max_group.fetch_max(n, Ordering::Relaxed);
-        for w in group.waiters {
-            let _ = w.send(Ok(()));
         }
     }
 

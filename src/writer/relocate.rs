@@ -2,7 +2,7 @@
 //! where no newer write makes them wrong.
 
 use super::{Op, Writer};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::record::key_hash;
 use std::collections::HashSet;
 use tokio::sync::oneshot;
@@ -59,24 +59,6 @@ impl Writer {
             // Acknowledged with the pending group: after it, and every
             // write before it, is applied.
             self.pending.waiters.push(reply);
-        }
-    }
-
-    fn move_needed(&self, op: &Op) -> bool {
-        let shared = &self.shared;
-        let hash = key_hash(op.key());
-        match op {
-            Op::Move { from, .. } => matches!(
-                shared.index.get(hash, |l| Ok::<_, Error>(l == *from)),
-                Ok(Some(_))
-            ),
-            // A read error keeps the tombstone: dropping one wrongly could
-            // bring a deleted key back.
-            Op::MoveTombstone(key) => !matches!(
-                shared.index.get(hash, |l| shared.registry.key_is(l, key)),
-                Ok(Some(_))
-            ),
-            Op::Put(..) | Op::Delete(_) => true,
         }
     }
 }
