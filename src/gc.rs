@@ -256,10 +256,14 @@ async fn compact_segment(
         .filter(|e| e.delete)
         .partition(|e| needed.contains(&e.hash));
     report.tombstones_dropped += drop.len() as u64;
+    // What the writer needs to know of other entries is read when sent.
     let mut tombstones: Vec<Op> = read_records(shared, seg, &keep)
         .await?
         .iter()
-        .map(|rec| Op::MoveTombstone(rec.key_bytes()))
+        .map(|rec| Op::MoveTombstone {
+            key: rec.key_bytes(),
+            known: Vec::new(),
+        })
         .collect();
     let puts: Vec<&FooterEntry> = entries.iter().filter(|e| !e.delete).collect();
     let mut written = 0u64;
@@ -280,14 +284,23 @@ async fn compact_segment(
             return Ok(());
         }
         round += 1;
-        let mut ops = std::mem::take(&mut tombstones);
+        let mut ops = Vec::with_capacity(live.len() + tombstones.len());
+        for op in std::mem::take(&mut tombstones) {
+            let key = op.key().clone();
+            let known = shared.known_identities(&key, None).await;
+            ops.push(Op::MoveTombstone { key, known });
+        }
         let live: Vec<&FooterEntry> = live.into_iter().copied().collect();
         for (e, rec) in live.iter().zip(read_records(shared, seg, &live).await?) {
+            let from = location(id, e);
+            let key = rec.key_bytes();
+            let known = shared.known_identities(&key, Some(from)).await;
             ops.push(Op::Move {
-                key: rec.key_bytes(),
+                key,
                 value: rec.value_bytes(),
-                from: location(id, e),
+                from,
                 from_len: e.len,
+                known,
             });
         }
         let sent: Vec<(bool, u64)> = ops

@@ -423,6 +423,36 @@ impl Shared {
         }
     }
 
+    /// For a GC copy of `key` (see `writer::Known`): every other entry of
+    /// its hash but `skip`, and whether it holds `key`, read from the disk
+    /// where not in memory. Entries that cannot be read are left out (the
+    /// writer then defers the copy).
+    pub(crate) async fn known_identities(
+        &self,
+        key: &[u8],
+        skip: Option<Location>,
+    ) -> Vec<(Location, bool)> {
+        let mut known = Vec::new();
+        for (entry, source) in self.pinned(record::key_hash(key)) {
+            if Some(entry.loc) == skip {
+                continue;
+            }
+            let holds = match self.identity_now(source.as_ref(), entry, key).0 {
+                Identity::Same => true,
+                Identity::Different => false,
+                Identity::Unknown => match &source {
+                    Some(source) => match self.header_if_key(source, entry, key).await {
+                        Ok(found) => found.is_some(),
+                        Err(_) => continue,
+                    },
+                    None => continue,
+                },
+            };
+            known.push((entry.loc, holds));
+        }
+        known
+    }
+
     /// The entries that may be `key`'s, newest first, each with its file
     /// pinned (taken under the shard's lock, so a file GC or eviction drops
     /// afterwards stays readable).

@@ -7,7 +7,7 @@
 //! `crate::index`). So an overwrite of a key whose record is on disk only
 //! costs what a write of a new key costs.
 
-use super::{Change, Group, Writer};
+use super::{Change, Group, Known, Op, Writer};
 use crate::index::{Entry, Identity, Location, Relocated};
 use crate::record::key_hash;
 use crate::registry::Source;
@@ -26,8 +26,9 @@ struct Decided {
     len: u64,
 }
 
-/// Every entry that may hold `key`, each compared where that needs no disk.
-fn decide(shared: &Shared, hash: u64, key: &[u8]) -> Vec<Decided> {
+/// Every entry that may hold `key`, each compared where that needs no disk
+/// or told by `known` (what GC read).
+fn decide(shared: &Shared, hash: u64, key: &[u8], known: &Known) -> Vec<Decided> {
     let mut found = Vec::new();
     shared.index.candidates(hash, |entry| {
         found.push((entry, shared.registry.get(entry.loc.file_id)));
@@ -35,7 +36,13 @@ fn decide(shared: &Shared, hash: u64, key: &[u8]) -> Vec<Decided> {
     found
         .into_iter()
         .map(|(entry, source)| {
-            let (identity, len) = shared.identity_now(source.as_ref(), entry, key);
+            let (identity, len) = match known.iter().find(|(l, _)| *l == entry.loc) {
+                // Only identities matter here: a GC move's superseded
+                // entries are counted by the move's own length.
+                Some((_, true)) => (Identity::Same, 0),
+                Some((_, false)) => (Identity::Different, 0),
+                None => shared.identity_now(source.as_ref(), entry, key),
+            };
             Decided {
                 entry,
                 source,
@@ -76,7 +83,7 @@ impl Writer {
             let live = match u.change {
                 Change::Put | Change::Delete => {
                     let delete = matches!(u.change, Change::Delete);
-                    let decided = decide(shared, hash, &u.key);
+                    let decided = decide(shared, hash, &u.key, &u.known);
                     let applied = shared
                         .index
                         .apply(hash, entry, delete, |e| identity_of(&decided, e));
@@ -102,7 +109,7 @@ impl Writer {
                     !delete
                 }
                 Change::Move { from, from_len } => {
-                    let decided = decide(shared, hash, &u.key);
+                    let decided = decide(shared, hash, &u.key, &u.known);
                     let (moved, stale) = shared
                         .index
                         .relocate(hash, from, entry, |e| identity_of(&decided, e));
@@ -144,19 +151,57 @@ impl Writer {
         }
     }
 
-    /// Whether a GC copy is still needed: a moved record only while the key
-    /// points at it; a tombstone unless the key has a value again (when
-    /// that cannot be told without the disk, it is kept: dropping one
-    /// wrongly could bring a deleted key back).
-    pub(super) fn move_needed(&self, op: &super::Op) -> bool {
+    /// What to do with a GC copy. A moved record lands in a newer file
+    /// than every record of its key, so it must be the key's newest: it is
+    /// appended only while it is the key's one entry (another entry that
+    /// holds the key makes it stale; one that may, with no way to tell
+    /// without the disk, defers it). A tombstone is appended unless the
+    /// key has a value again, and deferred if that cannot be told: copied
+    /// past a newer value it would delete it at the next open; dropped
+    /// while an older value remains, it would bring that back.
+    pub(super) fn verdict(&self, op: &Op) -> Verdict {
         let shared = &self.shared;
         let hash = key_hash(op.key());
         match op {
-            super::Op::Move { from, .. } => shared.index.entry_at(hash, *from).is_some(),
-            super::Op::MoveTombstone(key) => !decide(shared, hash, key)
-                .iter()
-                .any(|d| d.identity == Identity::Same && !d.entry.tombstone),
-            super::Op::Put(..) | super::Op::Delete(_) => true,
+            Op::Move {
+                from, key, known, ..
+            } => {
+                if shared.index.entry_at(hash, *from).is_none() {
+                    return Verdict::Drop;
+                }
+                let mut verdict = Verdict::Append;
+                for d in decide(shared, hash, key, known) {
+                    match d.identity {
+                        _ if d.entry.loc == *from => {}
+                        Identity::Same => return Verdict::Drop,
+                        Identity::Unknown => verdict = Verdict::Defer,
+                        Identity::Different => {}
+                    }
+                }
+                verdict
+            }
+            Op::MoveTombstone { key, known } => {
+                let mut verdict = Verdict::Append;
+                for d in decide(shared, hash, key, known) {
+                    match d.identity {
+                        Identity::Same if !d.entry.tombstone => return Verdict::Drop,
+                        Identity::Unknown => verdict = Verdict::Defer,
+                        _ => {}
+                    }
+                }
+                verdict
+            }
+            Op::Put(..) | Op::Delete(_) => Verdict::Append,
         }
     }
+}
+
+/// What the writer does with a GC copy.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Append,
+    /// Not needed (or stale): GC finds out when it checks the file again.
+    Drop,
+    /// Cannot be told now: back to GC, which reads and asks again.
+    Defer,
 }

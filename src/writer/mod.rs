@@ -52,26 +52,35 @@ pub(crate) enum Op {
         value: Bytes,
         from: Location,
         from_len: u32,
+        known: Known,
     },
     /// GC: a tombstone that an older file still needs, copied forward.
-    MoveTombstone(Bytes),
+    MoveTombstone {
+        key: Bytes,
+        known: Known,
+    },
 }
+
+/// For a GC copy: which other index entries of the key's hash hold the
+/// key, as GC read them (locations never change content, so this stays
+/// true). The writer decides with it where the records are not in memory.
+pub(crate) type Known = Vec<(Location, bool)>;
 
 impl Op {
     pub fn key(&self) -> &Bytes {
         match self {
-            Op::Put(k, _) | Op::Delete(k) | Op::MoveTombstone(k) => k,
-            Op::Move { key, .. } => key,
+            Op::Put(k, _) | Op::Delete(k) => k,
+            Op::Move { key, .. } | Op::MoveTombstone { key, .. } => key,
         }
     }
     pub fn value(&self) -> &[u8] {
         match self {
             Op::Put(_, v) | Op::Move { value: v, .. } => v,
-            Op::Delete(_) | Op::MoveTombstone(_) => &[],
+            Op::Delete(_) | Op::MoveTombstone { .. } => &[],
         }
     }
     pub fn is_delete(&self) -> bool {
-        matches!(self, Op::Delete(_) | Op::MoveTombstone(_))
+        matches!(self, Op::Delete(_) | Op::MoveTombstone { .. })
     }
     pub fn encoded_len(&self) -> usize {
         record::encoded_len(self.key().len(), self.value().len())
@@ -118,6 +127,8 @@ enum Change {
 #[derive(Debug)]
 struct Update {
     key: Bytes,
+    /// A GC move's facts about other entries (see [`Known`]).
+    known: Known,
     loc: Location,
     len: u32,
     change: Change,
@@ -514,9 +525,13 @@ impl Writer {
                     from: *from,
                     from_len: *from_len,
                 },
-                Op::MoveTombstone(_) => Change::Tombstone,
+                Op::MoveTombstone { .. } => Change::Tombstone,
             };
             updates.push(Update {
+                known: match op {
+                    Op::Move { known, .. } => known.clone(),
+                    _ => Vec::new(),
+                },
                 key: op.key().clone(),
                 loc: Location {
                     file_id,

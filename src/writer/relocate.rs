@@ -1,6 +1,7 @@
 //! The writer's side of GC: appending the moves a compaction sends, only
 //! where no newer write makes them wrong.
 
+use super::apply::Verdict;
 use super::{Op, Writer};
 use crate::error::Result;
 use crate::record::key_hash;
@@ -38,8 +39,13 @@ impl Writer {
                 later.push(op);
                 continue;
             }
-            if !self.move_needed(&op) {
-                continue;
+            match self.verdict(&op) {
+                Verdict::Append => {}
+                Verdict::Drop => continue,
+                Verdict::Defer => {
+                    later.push(op);
+                    continue;
+                }
             }
             match self.append(std::slice::from_ref(&op)).await {
                 Ok(updates) => {

@@ -49,6 +49,7 @@ impl Writer {
         };
         self.apply(Group {
             updates: vec![Update {
+                known: Vec::new(),
                 key,
                 loc,
                 len,
