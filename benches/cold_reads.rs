@@ -133,7 +133,7 @@ async fn hot_reader(db: Db, stop: Arc<AtomicBool>) -> (u64, f64) {
         let k = hot_key(next() % HOT_KEYS);
         let t = Instant::now();
         let v = db.get(k).await.expect("get");
-        if n % 16 == 0 {
+        if n.is_multiple_of(16) {
             lat.push(t.elapsed());
         }
         assert!(v.is_some());
