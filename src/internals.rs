@@ -54,11 +54,14 @@ pub struct Index(crate::index::Index);
 impl Index {
     /// Points `hash` at `(file_id, offset)`.
     pub fn insert(&self, hash: u64, file_id: u32, offset: u32) {
-        self.0.insert(hash, Location { file_id, offset }, |_| true);
+        let entry = crate::index::Entry::put(Location { file_id, offset }, 127);
+        self.0
+            .apply(hash, entry, false, |_| crate::index::Identity::Same);
     }
     /// The location of `hash`.
     pub fn get(&self, hash: u64) -> Option<(u32, u32)> {
-        let found = self.0.get(hash, |_| Ok::<_, ()>(true)).ok().flatten();
+        let mut found = None;
+        self.0.candidates(hash, |e| found = Some(e.loc));
         found.map(|l| (l.file_id, l.offset))
     }
 }

@@ -282,7 +282,17 @@ impl Shared {
     /// The record at `entry` of `source` if its bytes are in memory.
     fn record_now(&self, source: &Source, entry: Entry, verify: bool) -> Now<Record> {
         let off = entry.loc.offset as usize;
-        if !source.in_memory(off, HEADER_LEN) {
+        // The hot path asks once, over the record's length bound; where
+        // that range is not all resident, the header and then the exact
+        // record are asked about.
+        let whole = match (source, entry.class.bound()) {
+            (Source::Slab(_), _) => true,
+            (Source::Segment(seg), Some(b)) => {
+                seg.resident(off, (b as usize).min(seg.data_end().saturating_sub(off)))
+            }
+            (Source::Segment(_), None) => false,
+        };
+        if !whole && !source.in_memory(off, HEADER_LEN) {
             return Now::Cold;
         }
         let fail = |what: &str| Now::Ready(Err(self.corruption(source, entry.loc, what)));
@@ -293,7 +303,7 @@ impl Shared {
             Ok(h) => h,
             Err(e) => return fail(e.describe()),
         };
-        if !source.in_memory(off, header.record_len()) {
+        if !whole && !source.in_memory(off, header.record_len()) {
             return Now::Cold;
         }
         let Some(rec) = source.bytes(off, header.record_len()) else {
@@ -525,9 +535,9 @@ impl Shared {
     /// What `want` asks of `key`'s newest record (`None` if the key has no
     /// value: no record, or a tombstone entry whose older entries are
     /// still being resolved).
-    async fn find(&self, key: &[u8], want: Want) -> Result<Option<Bytes>> {
+    async fn find(&self, key: &[u8], pinned: Pinned, want: Want) -> Result<Option<Bytes>> {
         let mut first_err = None;
-        for (entry, source) in self.pinned(record::key_hash(key)) {
+        for (entry, source) in pinned {
             let Some(source) = source else {
                 if self.evicted(entry.loc) {
                     continue;
@@ -561,18 +571,30 @@ impl Shared {
 
     /// `key`'s value.
     pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.find(key, Want::Value).await
+        let pinned = self.pinned(record::key_hash(key));
+        // The common case, without the general path's futures: one entry,
+        // its record in memory.
+        if let (Some((entry, Some(source))), true) = (&pinned.first, pinned.more.is_empty()) {
+            if let Now::Ready(res) = self.record_now(source, *entry, self.config.verify_checksums) {
+                let rec = res?;
+                let hit = rec.key() == key && !entry.tombstone;
+                return Ok(hit.then(|| rec.value_bytes()));
+            }
+        }
+        self.find(key, pinned, Want::Value).await
     }
 
     /// Whether `key` has a value (reads headers and keys only).
     pub(crate) async fn contains(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.find(key, Want::Exists).await?.is_some())
+        let pinned = self.pinned(record::key_hash(key));
+        Ok(self.find(key, pinned, Want::Exists).await?.is_some())
     }
 
     /// Bytes `range` of `key`'s value (clamped to its length), reading only
     /// those and the record's header and key.
     pub(crate) async fn get_range(&self, key: &[u8], range: Range<u64>) -> Result<Option<Bytes>> {
-        self.find(key, Want::Range(range)).await
+        let pinned = self.pinned(record::key_hash(key));
+        self.find(key, pinned, Want::Range(range)).await
     }
 }
 

