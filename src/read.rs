@@ -182,14 +182,21 @@ impl Shared {
         )
     }
 
-    /// How a cold read goes to the file now.
-    fn cold_mode(&self) -> ReadMode {
+    /// How a cold read of `len` bytes goes to the file now. Under `Auto`
+    /// a read of less than a page goes through the page cache even when
+    /// the store has outgrown memory: the device reads about as much
+    /// either way, and the page may serve the next get of it (small, hot
+    /// keys among large cold values stay in memory).
+    fn cold_mode(&self, len: usize) -> ReadMode {
         let direct = match self.config.cold_reads {
             ColdReads::PageCache => false,
             ColdReads::Direct => true,
-            ColdReads::Auto => self
-                .memory_limit
-                .is_some_and(|m| self.registry.segment_bytes() > m / 2),
+            ColdReads::Auto => {
+                len >= crate::io::aligned::PAGE
+                    && self
+                        .memory_limit
+                        .is_some_and(|m| self.registry.segment_bytes() > m / 2)
+            }
         };
         if direct {
             ReadMode::Direct
@@ -253,7 +260,7 @@ impl Shared {
     /// `[off, off + len)` of `seg`, read by the I/O threads (the fault
     /// layer's read faults apply here).
     async fn read_cold(&self, seg: &Arc<Segment>, off: usize, len: usize) -> Result<Bytes> {
-        let mode = self.cold_mode();
+        let mode = self.cold_mode(len);
         let fail = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::corruption(
