@@ -1,14 +1,17 @@
 //! Cold reads: a store several times larger than the memory the process may
 //! use, random gets from 32 tasks, one task beside them getting keys that
 //! are in memory, the bytes the disk read (from sysfs), and fio's random
-//! reads on the same disk in the same run as the reference (issue 15).
+//! reads on the same disk in the same run as the reference (issue 15):
+//! fio runs right before and right after silt, and silt is compared with
+//! the mean of the two.
 //!
 //! `cargo bench --bench cold_reads` as root (it puts itself in a memory
 //! cgroup and drops the page cache). Knobs: SILT_COLD_DIR (default a
 //! directory under SILT_BENCH_DIR or the system temp dir; kept between
 //! runs, so the stores are written once), SILT_COLD_GIB (data per store,
 //! 3), SILT_COLD_LIMIT_MIB (the cgroup's limit, 1024), SILT_COLD_SECS
-//! (seconds per measured phase, 10), SILT_COLD_ONLY=64k|4k.
+//! (seconds per measured phase, 10), SILT_COLD_ONLY=64k|4k, SILT_COLD_HOT=0
+//! (no in-memory task beside the cold readers).
 
 use silt::{Db, Durability};
 use std::path::{Path, PathBuf};
@@ -160,7 +163,8 @@ async fn cold_phase(db: &Db, dir: &Path, count: u64, secs: u64) -> ColdResult {
     let returned = Arc::new(AtomicU64::new(0));
     let dev0 = device_read_bytes(dir);
     let start = Instant::now();
-    let hot = tokio::spawn(hot_reader(db.clone(), stop.clone()));
+    let with_hot = std::env::var("SILT_COLD_HOT").map_or(true, |v| v != "0");
+    let hot = with_hot.then(|| tokio::spawn(hot_reader(db.clone(), stop.clone())));
     let mut tasks = Vec::new();
     for w in 0..TASKS {
         let (db, stop, returned) = (db.clone(), stop.clone(), returned.clone());
@@ -185,7 +189,10 @@ async fn cold_phase(db: &Db, dir: &Path, count: u64, secs: u64) -> ColdResult {
         lat.extend(t.await.expect("task"));
     }
     let secs = start.elapsed().as_secs_f64();
-    let (hot_ops, hot_p99) = hot.await.expect("hot");
+    let (hot_ops, hot_p99) = match hot {
+        Some(h) => h.await.expect("hot"),
+        None => (0, 0.0),
+    };
     let device = dev0.zip(device_read_bytes(dir)).map(|(a, b)| b - a);
     ColdResult {
         gets: lat.len() as u64,
@@ -292,7 +299,7 @@ fn main() {
         let count = (gib << 30) / size as u64;
         let path = dir.join(format!("store-{label}-{gib}g"));
         rt.block_on(build_store(&path, size, count));
-        let fio_ref = fio(&dir, label, gib, secs);
+        let fio_before = fio(&dir, label, gib, secs);
         if !drop_caches() {
             println!("  could not drop the page cache (not root?)");
         }
@@ -314,6 +321,13 @@ fn main() {
         });
         let idle_rate = idle.0 as f64 / secs.min(5) as f64;
         let r = rt.block_on(cold_phase(&db, &path, count, secs));
+        // The disk's speed drifts between runs by ±25 %: fio runs before
+        // and after silt, and silt is compared with their mean.
+        let fio_after = fio(&dir, label, gib, secs);
+        let fio_ref = match (fio_before, fio_after) {
+            (Some(a), Some(b)) => Some(((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0)),
+            (a, b) => a.or(b),
+        };
         let mbs = r.bytes as f64 / 1e6 / r.secs;
         let gets = r.gets as f64 / r.secs;
         let amp = r.device.map_or("n/a".to_string(), |d| {

@@ -1,9 +1,10 @@
 //! The sharded in-memory index: key → [`Entry`] of its newest record.
 //!
-//! Each entry is 12 bytes: 26 bits of the key's xxh3 hash with a 6-bit
-//! [`LenClass`] (a bound on the record's length, so a read of a record
-//! that is not in memory is one I/O of about its size), the file id, and
-//! the offset of the record (its top bit marks a tombstone entry, below).
+//! Each entry is 12 bytes: 26 bits of the key's xxh3 hash, the file id,
+//! the record's offset (30 bits), a 7-bit [`LenClass`] (a bound on the
+//! record's length, so a read of a record that is not in memory is one
+//! I/O of about its size; six bits beside the hash, one above the offset)
+//! and a tombstone bit (below).
 //! The shard is picked by the top bits of the hash. Full key bytes live
 //! only in the record: a lookup compares them, so two keys with equal
 //! hashes are both kept and found correctly.
@@ -37,12 +38,18 @@ const SHARDS: usize = 64;
 const SHARDS: usize = 2;
 /// The top `ROUTE_BITS` of a hash pick a slot of the routing table.
 const ROUTE_BITS: u32 = 12;
-/// The low bits of an entry's tag hold its [`LenClass`]; the rest are hash.
+/// The low bits of an entry's tag hold six bits of its [`LenClass`]; the
+/// rest are hash.
 const CLASS_BITS: u32 = 6;
 const CLASS_MASK: u32 = (1 << CLASS_BITS) - 1;
-/// In an entry's offset: a tombstone entry. Offsets are below 1 GiB (the
-/// largest slab; an XL file's one record is at 4 KiB).
+/// Classes are 7 bits: the seventh is bit 30 of the offset.
+const CLASS_LIMIT: u8 = 127;
+/// Offsets are below 1 GiB (the largest slab; an XL file's one record is
+/// at 4 KiB), which leaves the top two bits of the offset field free.
+const CLASS_HIGH_BIT: u32 = 1 << 30;
+/// In an entry's offset: a tombstone entry.
 const TOMBSTONE_BIT: u32 = 1 << 31;
+const OFFSET_MASK: u32 = CLASS_HIGH_BIT - 1;
 
 /// slot → shard, with shard `i` owning a run of slots proportional to
 /// 2^(i/SHARDS).
@@ -74,27 +81,27 @@ pub struct Location {
     pub offset: u32,
 }
 
-/// A record's length rounded up to one of 63 sizes: 64-byte steps up to
-/// 512 bytes, then four steps per doubling (at most 25 % over) up to
-/// 7 MiB. Longer records (and unknown lengths) are [`LenClass::UNKNOWN`].
+/// A record's length rounded up to one of 127 sizes: 64-byte steps up to
+/// 512 bytes, then eight steps per doubling (at most 12.5 % over) up to
+/// 15 MiB. Longer records (and unknown lengths) are [`LenClass::UNKNOWN`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LenClass(u8);
 
 impl LenClass {
     /// No bound known: read the record's header first.
-    pub const UNKNOWN: LenClass = LenClass(CLASS_MASK as u8);
+    pub const UNKNOWN: LenClass = LenClass(CLASS_LIMIT);
 
     /// The smallest class whose bound holds `len` bytes.
     pub fn of(len: u64) -> LenClass {
         if len <= 512 {
             return LenClass(len.div_ceil(64).saturating_sub(1) as u8);
         }
-        // 2^p < len <= 2^(p+1): the bounds of that doubling are
-        // 5, 6, 7 and 8 times 2^(p-2).
+        // 2^p < len <= 2^(p+1): the bounds of that doubling are 9 to 16
+        // times 2^(p-3).
         let p = 63 - (len - 1).leading_zeros() as u64;
-        let q = len.div_ceil(1 << (p - 2));
-        let class = 8 + 4 * (p - 9) + (q - 5);
-        if class >= u64::from(CLASS_MASK) {
+        let q = len.div_ceil(1 << (p - 3));
+        let class = 8 + 8 * (p - 9) + (q - 9);
+        if class >= u64::from(CLASS_LIMIT) {
             LenClass::UNKNOWN
         } else {
             LenClass(class as u8)
@@ -108,8 +115,8 @@ impl LenClass {
             0..=7 => Some(64 * (c + 1)),
             _ if self == LenClass::UNKNOWN => None,
             _ => {
-                let (e, m) = ((c - 8) / 4, (c - 8) % 4);
-                Some((5 + m) << (e + 7))
+                let (e, m) = ((c - 8) / 8, (c - 8) % 8);
+                Some((9 + m) << (e + 6))
             }
         }
     }
@@ -155,24 +162,36 @@ struct Packed {
 
 impl Packed {
     fn new(hash: u64, e: Entry) -> Packed {
+        let class = u32::from(e.class.0);
         Packed {
-            tag: (hash as u32 & !CLASS_MASK) | u32::from(e.class.0),
+            tag: (hash as u32 & !CLASS_MASK) | (class & CLASS_MASK),
             file_id: e.loc.file_id,
-            offset: e.loc.offset | if e.tombstone { TOMBSTONE_BIT } else { 0 },
+            offset: (e.loc.offset & OFFSET_MASK)
+                | if class > CLASS_MASK {
+                    CLASS_HIGH_BIT
+                } else {
+                    0
+                }
+                | if e.tombstone { TOMBSTONE_BIT } else { 0 },
         }
     }
 
     fn location(&self) -> Location {
         Location {
             file_id: self.file_id,
-            offset: self.offset & !TOMBSTONE_BIT,
+            offset: self.offset & OFFSET_MASK,
         }
     }
 
     fn entry(&self) -> Entry {
+        let high = if self.offset & CLASS_HIGH_BIT != 0 {
+            CLASS_MASK + 1
+        } else {
+            0
+        };
         Entry {
             loc: self.location(),
-            class: LenClass((self.tag & CLASS_MASK) as u8),
+            class: LenClass(((self.tag & CLASS_MASK) | high) as u8),
             tombstone: self.offset & TOMBSTONE_BIT != 0,
         }
     }
@@ -528,32 +547,40 @@ mod tests {
     #[test]
     fn length_classes_bound_every_length_tightly() {
         let mut prev = 0;
-        for len in (1..5000).chain((5000..=7 << 20).step_by(997)) {
+        for len in (1..5000).chain((5000..=15 << 20).step_by(997)) {
             let c = LenClass::of(len);
             let bound = c.bound().expect("classed");
             assert!(bound >= len, "{len} → {bound}");
-            assert!(bound <= (len + len / 4).max(len + 63), "{len} → {bound}");
+            assert!(bound <= (len + len / 8).max(len + 63), "{len} → {bound}");
             assert!(c.0 >= prev, "classes grow with the length");
             prev = c.0;
         }
-        assert_eq!(LenClass::of(7 << 20).bound(), Some(7 << 20));
-        assert_eq!(LenClass::of((7 << 20) + 1), LenClass::UNKNOWN);
+        assert_eq!(LenClass::of(15 << 20).bound(), Some(15 << 20));
+        assert_eq!(LenClass::of((15 << 20) + 1), LenClass::UNKNOWN);
         assert_eq!(LenClass::of(u32::MAX as u64 * 2), LenClass::UNKNOWN);
         assert_eq!(LenClass::UNKNOWN.bound(), None);
-        // A 64 KiB value's record reads at most 80 KiB.
-        assert_eq!(LenClass::of(65_536 + 27).bound(), Some(80 << 10));
+        // A 64 KiB value's record reads at most 72 KiB, a 4 KiB one 4.5.
+        assert_eq!(LenClass::of(65_536 + 27).bound(), Some(72 << 10));
+        assert_eq!(LenClass::of(4096 + 24).bound(), Some(4608));
     }
 
     #[test]
     fn packing_keeps_location_class_and_tombstone() {
-        let e = Entry {
-            loc: loc(u32::MAX, (1 << 30) - 1),
-            class: LenClass::of(70_000),
-            tombstone: true,
-        };
-        let p = Packed::new(0xffff_ffff_ffff_ffff, e);
-        assert_eq!(p.entry(), e);
-        assert_eq!(p.hash_bits(), !CLASS_MASK);
+        for (len, tombstone) in [
+            (70_000, true),
+            (100, false),
+            (10 << 20, false),
+            (1 << 40, true),
+        ] {
+            let e = Entry {
+                loc: loc(u32::MAX, (1 << 30) - 1),
+                class: LenClass::of(len),
+                tombstone,
+            };
+            let p = Packed::new(0xffff_ffff_ffff_ffff, e);
+            assert_eq!(p.entry(), e);
+            assert_eq!(p.hash_bits(), !CLASS_MASK);
+        }
     }
 
     /// Two different keys with the same hash must both be stored and found.

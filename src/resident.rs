@@ -20,6 +20,8 @@ const CHUNK_PAGES: usize = 64;
 const PAGE: usize = 4096;
 /// How long a chunk's bits are trusted after `mincore` filled them.
 pub(crate) const FRESH_MS: u32 = 50;
+/// How long pages found not in memory are taken as still not in memory.
+const COLD_FRESH_MS: u32 = 1000;
 
 /// Milliseconds of a coarse monotonic clock (a vDSO read, no system call:
 /// 8 ns here).
@@ -91,9 +93,18 @@ impl Residency {
                 return false;
             };
             let stamp = chunk.stamp.load(Ordering::Acquire);
-            if stamp != 0 && now_ms().wrapping_sub(stamp) <= FRESH_MS {
-                let want = page_mask(first % CHUNK_PAGES, last % CHUNK_PAGES);
+            let age = now_ms().wrapping_sub(stamp);
+            let want = page_mask(first % CHUNK_PAGES, last % CHUNK_PAGES);
+            if stamp != 0 && age <= FRESH_MS {
                 return chunk.bits.load(Ordering::Relaxed) & want == want;
+            }
+            // "Not in memory" may be trusted longer: wrongly believed, it
+            // costs a read of what the page cache had, not a fault on the
+            // runtime. Cold random reads then ask `mincore` about a chunk
+            // once a second instead of at nearly every read.
+            if stamp != 0 && age <= COLD_FRESH_MS && chunk.bits.load(Ordering::Relaxed) & want == 0
+            {
+                return false;
             }
         }
         self.all_resident_slow(map, first, last)

@@ -24,6 +24,10 @@ use tokio::sync::oneshot;
 /// Reads one io_uring reader keeps in flight; more wait in its channel.
 /// The virtio disk here queues 256 requests.
 const MAX_INFLIGHT: usize = 128;
+/// io_uring read threads, each with its own ring: one thread handling
+/// every completion was the limit at ~58 k 4 KiB reads/s here
+/// (docs/decisions.md).
+const URING_THREADS: usize = 2;
 /// Most `pread` threads of the std reader: fio's QD32 reference needs 32
 /// reads in flight.
 pub(crate) const STD_THREADS: usize = 32;
@@ -277,21 +281,27 @@ impl Planned {
 /// The cold-read I/O threads of one store.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    tx: Mutex<Option<crossbeam_channel::Sender<Planned>>>,
     backend: ReaderBackend,
 }
 
 #[derive(Debug)]
 enum ReaderBackend {
-    Uring {
-        wake: Arc<Wake>,
-        thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    },
+    /// Reads are spread over the rings in turn.
+    Uring { rings: Vec<Ring>, next: AtomicUsize },
     Std {
+        tx: Mutex<Option<crossbeam_channel::Sender<Planned>>>,
         rx: crossbeam_channel::Receiver<Planned>,
         idle: Arc<AtomicUsize>,
         threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     },
+}
+
+/// One io_uring read thread and how to reach it.
+#[derive(Debug)]
+struct Ring {
+    tx: Mutex<Option<crossbeam_channel::Sender<Planned>>>,
+    wake: Arc<Wake>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// How callers wake a ring thread that waits for completions.
@@ -313,9 +323,55 @@ impl Wake {
     }
 }
 
+impl Ring {
+    /// A read thread with its own ring, made on that thread: with
+    /// SINGLE_ISSUER and DEFER_TASKRUN a ring belongs to the thread that
+    /// made it, and completions are processed only when it waits for them.
+    fn start() -> io::Result<Ring> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Planned>();
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor we own.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = Arc::new(Wake {
+            parked: AtomicBool::new(false),
+            efd,
+        });
+        let thread_wake = wake.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("silt-read".into())
+            .spawn(move || {
+                let ring = io_uring::IoUring::builder()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .build(2 * MAX_INFLIGHT as u32)
+                    .or_else(|_| io_uring::IoUring::new(2 * MAX_INFLIGHT as u32));
+                match ring {
+                    Ok(ring) => {
+                        let _ = ready_tx.send(Ok(()));
+                        uring_loop(ring, rx, &thread_wake);
+                    }
+                    Err(e) => drop(ready_tx.send(Err(e))),
+                }
+            })?;
+        ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the read thread died")))?;
+        Ok(Ring {
+            tx: Mutex::new(Some(tx)),
+            wake,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
 impl Reader {
     /// An io_uring reader if `uring` (falling back to the std pool if the
-    /// ring cannot be set up), else the std pool.
+    /// rings cannot be set up), else the std pool.
     pub fn new(uring: bool) -> Reader {
         if uring {
             match Reader::start(true) {
@@ -331,8 +387,8 @@ impl Reader {
     fn std_pool() -> Reader {
         let (tx, rx) = crossbeam_channel::unbounded::<Planned>();
         Reader {
-            tx: Mutex::new(Some(tx)),
             backend: ReaderBackend::Std {
+                tx: Mutex::new(Some(tx)),
                 rx,
                 idle: Arc::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -344,30 +400,14 @@ impl Reader {
         if !uring {
             return Ok(Reader::std_pool());
         }
-        let (tx, rx) = crossbeam_channel::unbounded::<Planned>();
-        // SAFETY: eventfd takes no pointers.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor we own.
-        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let wake = Arc::new(Wake {
-            parked: AtomicBool::new(false),
-            efd,
-        });
-        let ring = io_uring::IoUring::new(2 * MAX_INFLIGHT as u32)?;
-        let thread_wake = wake.clone();
-        let thread = std::thread::Builder::new()
-            .name("silt-read".into())
-            .spawn(move || uring_loop(ring, rx, &thread_wake))?;
-        let backend = ReaderBackend::Uring {
-            wake,
-            thread: Mutex::new(Some(thread)),
-        };
+        let rings = (0..URING_THREADS)
+            .map(|_| Ring::start())
+            .collect::<io::Result<Vec<Ring>>>()?;
         Ok(Reader {
-            tx: Mutex::new(Some(tx)),
-            backend,
+            backend: ReaderBackend::Uring {
+                rings,
+                next: AtomicUsize::new(0),
+            },
         })
     }
 
@@ -394,16 +434,26 @@ impl Reader {
     }
 
     fn submit(&self, planned: Planned) -> io::Result<()> {
-        let sent = match &*lock(&self.tx) {
-            Some(tx) => tx.send(planned).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(io::Error::other("the store's read threads are stopped"));
-        }
+        let stopped = || io::Error::other("the store's read threads are stopped");
         match &self.backend {
-            ReaderBackend::Uring { wake, .. } => wake.poke(),
-            ReaderBackend::Std { rx, idle, threads } => {
+            ReaderBackend::Uring { rings, next } => {
+                let ring = &rings[next.fetch_add(1, Ordering::Relaxed) % rings.len()];
+                match &*lock(&ring.tx) {
+                    Some(tx) if tx.send(planned).is_ok() => {}
+                    _ => return Err(stopped()),
+                }
+                ring.wake.poke();
+            }
+            ReaderBackend::Std {
+                tx,
+                rx,
+                idle,
+                threads,
+            } => {
+                match &*lock(tx) {
+                    Some(tx) if tx.send(planned).is_ok() => {}
+                    _ => return Err(stopped()),
+                }
                 let mut threads = lock(threads);
                 if idle.load(Ordering::SeqCst) < rx.len() && threads.len() < STD_THREADS {
                     let (rx, idle) = (rx.clone(), idle.clone());
@@ -423,14 +473,20 @@ impl Reader {
     /// Stops taking reads; the threads finish the ones they have and exit.
     /// Returns them, to be joined off the runtime.
     pub fn shutdown(&self) -> Vec<std::thread::JoinHandle<()>> {
-        drop(lock(&self.tx).take());
         match &self.backend {
-            ReaderBackend::Uring { wake, thread } => {
-                wake.parked.store(true, Ordering::SeqCst);
-                wake.poke();
-                lock(thread).take().into_iter().collect()
+            ReaderBackend::Uring { rings, .. } => rings
+                .iter()
+                .filter_map(|ring| {
+                    drop(lock(&ring.tx).take());
+                    ring.wake.parked.store(true, Ordering::SeqCst);
+                    ring.wake.poke();
+                    lock(&ring.thread).take()
+                })
+                .collect(),
+            ReaderBackend::Std { tx, threads, .. } => {
+                drop(lock(tx).take());
+                std::mem::take(&mut *lock(threads))
             }
-            ReaderBackend::Std { threads, .. } => std::mem::take(&mut *lock(threads)),
         }
     }
 }
