@@ -579,8 +579,11 @@ impl Shared {
     /// `key`'s value.
     pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         let pinned = self.pinned(record::key_hash(key));
-        // The common case, without the general path's futures: one entry,
-        // its record in memory.
+        // The common cases, without the general path's futures: no entry,
+        // or one whose record is in memory.
+        if pinned.first.is_none() {
+            return Ok(None);
+        }
         if let (Some((entry, Some(source))), true) = (&pinned.first, pinned.more.is_empty()) {
             if let Now::Ready(res) = self.record_now(source, *entry, self.config.verify_checksums) {
                 let rec = res?;
