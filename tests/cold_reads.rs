@@ -23,6 +23,27 @@ fn key(i: u64) -> String {
     format!("key{i:06}")
 }
 
+/// A `current_thread` runtime: the one a blocked worker would stop.
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A task that counts its turns on the runtime, and the count.
+fn turn_counter() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let turns = Arc::new(AtomicU64::new(0));
+    let counting = turns.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            counting.fetch_add(1, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    });
+    (turns, task)
+}
+
 /// A store at `dir` holding one value of `mib` MiB under "big" (a file of
 /// its own), closed; opened again with its pages out of the page cache.
 async fn big_value_store(dir: &std::path::Path, mib: usize) -> (Db, Vec<u8>) {
@@ -45,23 +66,10 @@ async fn big_value_store(dir: &std::path::Path, mib: usize) -> (Db, Vec<u8>) {
 /// runtime's only thread.
 #[test]
 fn a_cold_get_leaves_a_current_thread_runtime_free() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    one_thread().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (db, value) = big_value_store(dir.path(), 128).await;
-        let ticks = Arc::new(AtomicU64::new(0));
-        let ticker = {
-            let ticks = ticks.clone();
-            tokio::spawn(async move {
-                loop {
-                    ticks.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
+        let (ticks, ticker) = turn_counter();
         tokio::task::yield_now().await;
         let before = ticks.load(Ordering::Relaxed);
         let started = Instant::now();
@@ -81,11 +89,7 @@ fn a_cold_get_leaves_a_current_thread_runtime_free() {
 /// the dropped read.
 #[test]
 fn a_timeout_around_a_cold_get_fires_on_time() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    one_thread().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (db, value) = big_value_store(dir.path(), 256).await;
         let started = Instant::now();
@@ -106,11 +110,7 @@ fn a_timeout_around_a_cold_get_fires_on_time() {
 /// task on the same `current_thread` runtime runs during the loop.
 #[test]
 fn a_task_looping_on_hot_gets_yields() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    one_thread().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::builder(dir.path())
             .durability(Durability::Buffered)
@@ -120,16 +120,7 @@ fn a_task_looping_on_hot_gets_yields() {
         for i in 0..1000 {
             db.put(key(i), "v").await.unwrap();
         }
-        let other = Arc::new(AtomicU64::new(0));
-        let bumper = {
-            let other = other.clone();
-            tokio::spawn(async move {
-                loop {
-                    other.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
+        let (other, bumper) = turn_counter();
         let looper = {
             let (db, other) = (db.clone(), other.clone());
             tokio::spawn(async move {
@@ -476,11 +467,7 @@ async fn ranged_reads_return_exactly_the_range() {
 /// and yields to other tasks while it runs.
 #[test]
 fn a_cold_scan_yields_every_pair_once_and_lets_others_run() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    one_thread().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = common::small(dir.path())
             .durability(Durability::Buffered)
@@ -493,16 +480,7 @@ fn a_cold_scan_yields_every_pair_once_and_lets_others_run() {
         }
         db.flush().await.unwrap();
         db.drop_page_cache();
-        let other = Arc::new(AtomicU64::new(0));
-        let bumper = {
-            let other = other.clone();
-            tokio::spawn(async move {
-                loop {
-                    other.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
+        let (other, bumper) = turn_counter();
         let mut seen = vec![false; n as usize];
         let mut pairs = Box::pin(db.scan());
         let start = other.load(Ordering::Relaxed);

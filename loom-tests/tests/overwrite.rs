@@ -9,28 +9,9 @@
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use loom_tests::records::{record_at, PUT_ONE};
 use silt::index::{Entry, Identity, Index, Location};
-use silt::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
-
-const PUT_ONE: u8 = 1 | 4 | 8;
-
-/// (key, value) of the record at `loc`, read below the watermark.
-fn record_at(slab: &Slab, loc: Location) -> (Vec<u8>, Vec<u8>) {
-    let off = loc.offset as usize;
-    let head = slab
-        .copy_out(off, 11)
-        .expect("an indexed record is published");
-    let klen = u16::from_le_bytes([head[5], head[6]]) as usize;
-    let vlen = u32::from_le_bytes([head[7], head[8], head[9], head[10]]) as usize;
-    let rec = slab
-        .copy_out(off, 11 + klen + vlen)
-        .expect("the whole record is published");
-    assert_eq!(
-        crc32fast::hash(&rec[4..]),
-        u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]])
-    );
-    (rec[11..11 + klen].to_vec(), rec[11 + klen..].to_vec())
-}
+use silt::slab::{SlabWriter, FILE_HEADER_LEN};
 
 #[test]
 fn overwrite_is_seen_whole_and_never_undone() {

@@ -14,23 +14,9 @@
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use loom_tests::records::{record_at, PUT_ONE};
 use silt::index::{Entry, Identity, Index, Location};
 use silt::slab::{Slab, SlabWriter, FILE_HEADER_LEN};
-
-const PUT_ONE: u8 = 1 | 4 | 8;
-
-fn record_at(slab: &Slab, loc: Location) -> (Vec<u8>, Vec<u8>) {
-    let off = loc.offset as usize;
-    let head = slab
-        .copy_out(off, 11)
-        .expect("an indexed record is published");
-    let klen = u16::from_le_bytes([head[5], head[6]]) as usize;
-    let vlen = u32::from_le_bytes([head[7], head[8], head[9], head[10]]) as usize;
-    let rec = slab
-        .copy_out(off, 11 + klen + vlen)
-        .expect("the whole record is published");
-    (rec[11..11 + klen].to_vec(), rec[11 + klen..].to_vec())
-}
 
 /// What a reader finds: the newest entry whose record holds the key.
 fn lookup(index: &Index, slab: &Slab, hash: u64) -> Option<Vec<u8>> {
