@@ -191,8 +191,18 @@ impl Db {
         self.writer()?;
         let room = self.shared().config.slab_size - FILE_HEADER_LEN;
         let mut total = 0usize;
+        // A key must fit in a slab with its delete record, or it could be
+        // put (through the XL path) but never deleted.
+        let key_room = room.saturating_sub(crate::record::HEADER_LEN);
         for op in &ops {
             check_key(op.key())?;
+            if op.key().len() > key_room {
+                return Err(Error::InvalidArgument(format!(
+                    "key is {} bytes; with slab_size {} the limit is {key_room} (a delete of it must fit in a slab)",
+                    op.key().len(),
+                    self.shared().config.slab_size
+                )));
+            }
             if let Op::Put(_, v) = op {
                 if v.len() > u32::MAX as usize {
                     return Err(Error::InvalidArgument(format!(

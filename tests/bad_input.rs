@@ -75,3 +75,27 @@ async fn a_path_that_is_a_file_is_an_io_error() {
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(Db::open(&file).await, Err(Error::Io { .. })));
 }
+
+/// Issue 16.7: with a 64 KiB slab a 65,000-byte key could be put (a file
+/// of its own) but not deleted (its delete record did not fit a slab), so
+/// it could never go away. Every key a put takes can be deleted now; one
+/// too long for the slab is refused up front, naming the limit.
+#[tokio::test]
+async fn every_key_that_can_be_put_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::small(dir.path()).open().await.unwrap();
+    let too_long = vec![b'k'; 65_000];
+    match db.put(too_long.clone(), "v").await {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("slab_size"), "{m}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert_eq!(db.get(&too_long).await.unwrap(), None, "nothing was written");
+    // The longest key that fits: put, read, delete, gone.
+    let longest = vec![b'k'; 64 * 1024 - 4096 - 11];
+    db.put(longest.clone(), vec![1u8; 10]).await.unwrap();
+    assert_eq!(db.get(&longest).await.unwrap().unwrap().len(), 10);
+    db.delete(longest.clone()).await.unwrap();
+    assert_eq!(db.get(&longest).await.unwrap(), None);
+    assert!(db.put(vec![b'k'; longest.len() + 1], "v").await.is_err());
+    db.close().await.unwrap();
+}
