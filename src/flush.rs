@@ -86,12 +86,16 @@ const FLUSH_RETRIES: u32 = 5;
 
 /// A transient failure (ENOSPC until space is freed, a passing EIO) is
 /// retried with backoff (10 ms … 160 ms); the slab stays readable in memory
-/// meanwhile. Each attempt starts over from the slab, so a half-written file
-/// is simply rewritten.
+/// meanwhile. Each attempt before the rename starts over from the slab, so
+/// a half-written file is simply rewritten; after it, from the directory
+/// fsync.
 fn flush_with_retries(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> Result<()> {
     let mut attempt = 0;
+    // Once the rename is done the file is whole and under its segment
+    // name: a retry only publishes it (the `.log` name is gone).
+    let mut renamed = false;
     loop {
-        match flush_one(shared, sealed, bounce) {
+        match flush_one(shared, sealed, bounce, &mut renamed) {
             Ok(()) => return Ok(()),
             Err(e) if attempt < FLUSH_RETRIES => {
                 shared
@@ -107,7 +111,12 @@ fn flush_with_retries(shared: &Shared, sealed: &SealedSlab, bounce: &mut Aligned
     }
 }
 
-fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> Result<()> {
+fn flush_one(
+    shared: &Shared,
+    sealed: &SealedSlab,
+    bounce: &mut AlignedBuf,
+    renamed: &mut bool,
+) -> Result<()> {
     let slab = &sealed.slab;
     let id = slab.file_id();
     let dir = shared.registry.data_dir();
@@ -126,32 +135,36 @@ fn flush_one(shared: &Shared, sealed: &SealedSlab, bounce: &mut AlignedBuf) -> R
     // Cache mode: make room before the file exists, so files being written
     // plus published segments never pass the capacity.
     let reservation = crate::gc::reserve(shared, size)?;
-    let (file, direct) = vfs
-        .open_write(&log, sealed.written_upto == 0, shared.config.direct_io)
-        .map_err(|e| Error::io("open slab file for flush", &log, e))?;
-    write_slab_range(
-        &*file,
-        slab,
-        page_floor(sealed.written_upto),
-        data_end,
-        direct,
-        bounce,
-    )
-    .map_err(|e| Error::io("write segment data", &log, e))?;
-    let mut buf = AlignedBuf::zeroed(tail.len());
-    buf.as_mut_slice()[..tail.len()].copy_from_slice(&tail);
-    file.write_at(&buf.as_slice()[..tail.len()], footer_off as u64)
-        .map_err(|e| Error::io("write segment footer", &log, e))?;
-    file.set_len(size)
-        .map_err(|e| Error::io("truncate segment", &log, e))?;
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync segment", &log, e))?;
-    drop(file);
+    if !*renamed {
+        let (file, direct) = vfs
+            .open_write(&log, sealed.written_upto == 0, shared.config.direct_io)
+            .map_err(|e| Error::io("open slab file for flush", &log, e))?;
+        write_slab_range(
+            &*file,
+            slab,
+            page_floor(sealed.written_upto),
+            data_end,
+            direct,
+            bounce,
+        )
+        .map_err(|e| Error::io("write segment data", &log, e))?;
+        let mut buf = AlignedBuf::zeroed(tail.len());
+        buf.as_mut_slice()[..tail.len()].copy_from_slice(&tail);
+        file.write_at(&buf.as_slice()[..tail.len()], footer_off as u64)
+            .map_err(|e| Error::io("write segment footer", &log, e))?;
+        file.set_len(size)
+            .map_err(|e| Error::io("truncate segment", &log, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync segment", &log, e))?;
+    }
     // Publishing (rename, directory fsync, registry swap) happens under the
     // eviction lock.
     reservation.publish(|| {
-        vfs.rename(&log, &seg)
-            .map_err(|e| Error::io("publish segment", &seg, e))?;
+        if !*renamed {
+            vfs.rename(&log, &seg)
+                .map_err(|e| Error::io("publish segment", &seg, e))?;
+            *renamed = true;
+        }
         vfs.sync_dir(dir)
             .map_err(|e| Error::io("fsync data directory", dir, e))?;
         let (segment, found) = Segment::open(&seg, id, false)?;

@@ -188,6 +188,37 @@ async fn a_transient_flush_failure_is_retried() {
     db.close().await.unwrap();
 }
 
+/// Issue 16.6: a flush that failed after its rename (here the directory
+/// fsync) retried by reopening `<id>.log`, which the rename had moved, and
+/// poisoned the store though the segment was whole. The retry now picks up
+/// after the rename.
+#[tokio::test]
+async fn a_flush_failing_after_its_rename_is_retried_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = builder(dir.path(), &inj, Durability::Sync)
+        .open()
+        .await
+        .unwrap();
+    db.put("k", "v").await.unwrap();
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::SyncDir,
+        nth: 1,
+        fault: Fault::Eio,
+        persistent: false,
+    }));
+    db.flush().await.unwrap();
+    assert_eq!(inj.faults_injected(), 1);
+    assert!(db.stats().flush_retries >= 1);
+    assert_eq!(db.stats().segments, 1);
+    db.put("k2", "v2").await.unwrap();
+    db.close().await.unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(db.get("k").await.unwrap().unwrap(), "v");
+    assert_eq!(db.stats().keys, 2);
+    db.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_lasting_flush_failure_poisons_but_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
