@@ -28,7 +28,7 @@ enum Role {
     Writer(mpsc::Sender<Request>),
     /// Nothing: a read-only follower, with what it has loaded, moved
     /// forward by `refresh` (one at a time).
-    Follower(tokio::sync::Mutex<crate::follower::FollowerState>),
+    Follower(Arc<tokio::sync::Mutex<crate::follower::FollowerState>>),
 }
 
 /// A handle to an open store. Cheap to clone; every clone talks to the same
@@ -78,7 +78,7 @@ impl Db {
     pub(crate) fn follower(shared: Arc<Shared>, state: crate::follower::FollowerState) -> Db {
         Db {
             inner: Arc::new(Handle {
-                role: Role::Follower(tokio::sync::Mutex::new(state)),
+                role: Role::Follower(Arc::new(tokio::sync::Mutex::new(state))),
                 shared,
             }),
         }
@@ -120,22 +120,26 @@ impl Db {
     /// (new segments, the new part of unsealed files) and drops files it
     /// removed. Reads only what is new. On a writer's handle, `Ok` at once
     /// (it always sees its own writes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it took the follower's refresh lock, nothing
+    /// happened. Dropped after, the refresh runs to its end on the blocking
+    /// pool and what it loaded stays loaded; a later `refresh` waits for it
+    /// and goes on from there (refreshes never interleave).
     pub async fn refresh(&self) -> Result<()> {
         let Role::Follower(state) = &self.inner.role else {
             return self.shared().check_open();
         };
         self.shared().check_open()?;
-        let mut state = state.lock().await;
+        // The blocking work owns the state's guard: dropped, this future
+        // leaves it running to the end with the state in place, and the
+        // next refresh waits for it.
+        let mut state = state.clone().lock_owned().await;
         let shared = self.inner.shared.clone();
-        let mut owned = std::mem::take(&mut *state);
-        let (res, owned) = tokio::task::spawn_blocking(move || {
-            let res = owned.refresh(&shared);
-            (res, owned)
-        })
-        .await
-        .map_err(|_| Error::Closed)?;
-        *state = owned;
-        res.map(drop)
+        tokio::task::spawn_blocking(move || state.refresh(&shared).map(drop))
+            .await
+            .map_err(|_| Error::Closed)?
     }
 
     /// The writer task's channel; `ReadOnly` on a follower.

@@ -89,7 +89,11 @@ async fn every_key_that_can_be_put_can_be_deleted() {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("slab_size"), "{m}"),
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
-    assert_eq!(db.get(&too_long).await.unwrap(), None, "nothing was written");
+    assert_eq!(
+        db.get(&too_long).await.unwrap(),
+        None,
+        "nothing was written"
+    );
     // The longest key that fits: put, read, delete, gone.
     let longest = vec![b'k'; 64 * 1024 - 4096 - 11];
     db.put(longest.clone(), vec![1u8; 10]).await.unwrap();

@@ -138,6 +138,47 @@ async fn writes_through_a_follower_are_refused() {
     assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
 }
 
+/// Issue 16.4: a refresh polled once and dropped left the follower's state
+/// empty while its work went on, so the next refresh read the whole store
+/// again (and two could interleave). Now the dropped one runs to its end
+/// with the state in place and the next one reads only what is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_refresh_loses_nothing_and_the_next_reads_only_what_is_new() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .slab_size(4 << 20)
+        .durability(Durability::Buffered)
+        .open()
+        .await
+        .unwrap();
+    for i in 0..2000 {
+        db.put(format!("k{i}"), vec![1u8; 1000]).await.unwrap();
+    }
+    let follower = Db::open_read_only(dir.path()).await.unwrap();
+    let at_open = follower.stats().follower_bytes_read;
+    for round in 0..5 {
+        db.put(format!("new{round}"), vec![2u8; 100]).await.unwrap();
+        // Polled once (it takes the lock and starts), then dropped.
+        let _ = follower.refresh().now_or_never();
+        follower.refresh().await.unwrap();
+        assert_eq!(
+            follower
+                .get(format!("new{round}"))
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+    let grew = follower.stats().follower_bytes_read - at_open;
+    assert!(grew < 64 << 10, "read {grew} bytes for five small records");
+    assert_eq!(follower.stats().keys, 2005);
+    db.close().await.unwrap();
+    follower.close().await.unwrap();
+}
+
 /// mirage/index #296: a refresh must not re-read what the follower has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_reads_only_what_is_new() {
