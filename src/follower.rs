@@ -100,6 +100,18 @@ impl FollowerState {
             .collect();
         for id in gone {
             self.loaded.remove(&id);
+            // Entries still pointing into the file go first (as eviction
+            // does), or a later write of their key could not match them
+            // and the index would grow with every evicted file.
+            if let Some(source) = shared.registry.get(id) {
+                for e in source.entries().iter().filter(|e| !e.delete) {
+                    let here = crate::index::Location {
+                        file_id: id,
+                        offset: e.offset,
+                    };
+                    shared.index.remove_at(e.hash, here);
+                }
+            }
             shared.registry.remove(id);
             done.files_dropped += 1;
         }
