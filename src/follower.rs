@@ -228,8 +228,11 @@ impl FollowerState {
         }
         check_version(path, &head)?;
         if decode_file_header(&head) != Some(id) {
-            tracing::warn!(path = %path.display(), "WAL file header damaged; the follower ignores the file");
-            return Ok(None);
+            if head.iter().all(|&b| b == 0) {
+                // Being created: its header page is not written yet.
+                return Ok(None);
+            }
+            tracing::warn!(path = %path.display(), "WAL file header damaged; reading its records by their own checks");
         }
         let len = wal_len(&file, path)?;
         let mut w = SlabWriter::new(id, page_ceil(len.max(1 << 20)));

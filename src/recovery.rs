@@ -141,7 +141,10 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                 if decode_file_header(buf.as_slice()) != Some(id) {
                     let nonzero = buf.as_slice().iter().any(|&b| b != 0);
                     if nonzero {
-                        tracing::warn!(path = %path.display(), "WAL file header damaged; ignoring the file");
+                        // Its records carry their own CRCs: read them as
+                        // usual (a header page lost in a power cut with
+                        // later pages kept, or damage).
+                        tracing::warn!(path = %path.display(), "WAL file header damaged; reading its records by their own checks");
                     } else {
                         // It lost everything, so what follows it cannot stay.
                         links.push(Link {
@@ -152,8 +155,8 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                             predecessor: None,
                         });
                         empties.push(path);
+                        continue;
                     }
-                    continue;
                 }
                 // WAL records are always CRC-checked: this is where torn
                 // writes show up.
@@ -341,7 +344,7 @@ pub(crate) fn open_segment(
     verify: bool,
 ) -> Result<(Segment, Vec<FooterEntry>)> {
     let (seg, found) = Segment::open(path, id, verify)?;
-    check_version(path, seg.bytes(0, 12).unwrap_or_default())?;
+    check_version(path, seg.bytes(0, 20).unwrap_or_default())?;
     let entries = match found {
         SegmentIndex::Footer(f) => f.entries,
         SegmentIndex::Scanned(scan, why) => {

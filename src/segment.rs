@@ -286,13 +286,15 @@ impl Segment {
         };
         let header_ok = decode_file_header(&seg.map) == Some(file_id);
         let footer = decode_footer(&seg.map);
+        // The header holds only the magic, version and id (the id is also
+        // the file's name); the footer and the records carry their own
+        // checks, so a damaged header costs no record.
+        if !header_ok {
+            tracing::warn!(path = %path.display(), "segment file header damaged; reading its records by their own checks");
+        }
         let found = match footer {
-            Ok(footer) if header_ok => SegmentIndex::Footer(footer),
-            Ok(_) => SegmentIndex::Scanned(Scan::default(), "file header damaged".into()),
-            Err(why) if header_ok => SegmentIndex::Scanned(scan_records(&seg.map, verify), why),
-            Err(why) => {
-                SegmentIndex::Scanned(Scan::default(), format!("file header damaged, {why}"))
-            }
+            Ok(footer) => SegmentIndex::Footer(footer),
+            Err(why) => SegmentIndex::Scanned(scan_records(&seg.map, verify), why),
         };
         if let SegmentIndex::Footer(f) = &found {
             seg.data_end = f.data_end;

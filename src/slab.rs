@@ -66,11 +66,15 @@ pub(crate) fn decode_predecessor(page: &[u8]) -> Option<Predecessor> {
     })
 }
 
-/// The format version of a file whose header has silt's magic (even one
-/// this build cannot read), else `None`.
+/// The format version of a file whose header is intact (silt's magic and
+/// a matching CRC; even a version this build cannot read), else `None`: a
+/// damaged header says nothing about the version (a flipped bit there is
+/// damage, not another silt).
 pub(crate) fn file_format_version(page: &[u8]) -> Option<u32> {
-    let head = page.get(..12)?;
-    (&head[..8] == FILE_MAGIC).then(|| u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
+    let head = page.get(..20)?;
+    let crc = u32::from_le_bytes(head[16..20].try_into().ok()?);
+    (&head[..8] == FILE_MAGIC && crc32fast::hash(&head[..16]) == crc)
+        .then(|| u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
 }
 
 /// Checks a file header; returns the file id it names.
