@@ -408,6 +408,10 @@ mod tests {
             std::fs::write(log_path(&data, 3), log_image(3, &[("c", "3")])).unwrap();
             let mut bad = log_image(4, &[("d", "4")]);
             bad[8..12].copy_from_slice(&99u32.to_le_bytes());
+            // An intact header of another version (damage would be read
+            // past, by the records' own checks).
+            let crc = crc32fast::hash(&bad[..16]);
+            bad[16..20].copy_from_slice(&crc.to_le_bytes());
             std::fs::write(log_path(&data, 4), bad).unwrap();
             for _ in 0..2 {
                 let res = follower.refresh().await;
