@@ -239,8 +239,17 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         .filter_map(|e| e.file_name().to_str().and_then(parse_name))
         .map(|(id, _)| id);
     max_id = dropped.fold(max_id, u32::max);
+    // A file named with the largest id leaves none for new files (ids
+    // must grow): refused by name rather than wrapped around to 0.
+    let next_file_id = max_id.checked_add(1).ok_or_else(|| {
+        Error::corruption(
+            data_dir.join(format!("{max_id:08}.*")),
+            0,
+            "a data file's id is the largest there is, so new files would have none; move it out of data/",
+        )
+    })?;
     Ok(WriterInit {
-        next_file_id: max_id + 1,
+        next_file_id,
         recovered,
         last_file,
     })

@@ -339,3 +339,26 @@ async fn a_flipped_bit_in_the_version_field_is_damage_not_another_version() {
     assert_eq!(db.get(key(7)).await.unwrap().unwrap(), val(7));
     db.close().await.unwrap();
 }
+
+/// Issue 16.9: a data file named with id `u32::MAX` overflowed `max_id + 1`
+/// (a panic in debug builds; in release, ids wrapped to 0 and new slabs
+/// took the ids of live files). It is now a clear error naming it.
+#[tokio::test]
+async fn a_file_with_the_largest_id_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    make_segments(dir.path(), 20).await;
+    let seg = data_files(dir.path(), "silt")[0].clone();
+    let data = dir.path().join("data");
+    std::fs::copy(&seg, data.join(format!("{}.silt", u32::MAX))).unwrap();
+    match Db::open(dir.path()).await {
+        Err(Error::Corruption { path, what, .. }) => {
+            assert!(what.contains("largest"), "{what}");
+            assert!(path.to_string_lossy().contains("4294967295"), "{path:?}");
+        }
+        other => panic!("expected Corruption, got {other:?}"),
+    }
+    std::fs::remove_file(data.join(format!("{}.silt", u32::MAX))).unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(db.stats().keys, 20);
+    db.close().await.unwrap();
+}

@@ -467,6 +467,20 @@ impl Writer {
         }
     }
 
+    /// The next file id. Ids only grow (recovery and "newest wins" rely on
+    /// it), so when they run out writes fail instead of wrapping around
+    /// onto the ids of live files.
+    fn take_file_id(&mut self) -> Result<u32> {
+        let id = self.next_file_id;
+        self.next_file_id = id.checked_add(1).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "file ids are used up (the next would pass {}); copy the data to a new store",
+                u32::MAX
+            ))
+        })?;
+        Ok(id)
+    }
+
     /// Appends the records of one atomic write; rotates first if it does not
     /// fit in what is left of the active slab.
     async fn append(&mut self, ops: &[Op]) -> Result<Vec<Update>> {
@@ -483,8 +497,7 @@ impl Writer {
         let active = match &mut self.active {
             Some(w) => w,
             None => {
-                let id = self.next_file_id;
-                self.next_file_id += 1;
+                let id = self.take_file_id()?;
                 let mut w = SlabWriter::with_pool(
                     id,
                     self.shared.config.slab_size,

@@ -17,8 +17,7 @@ impl Writer {
     /// (about a second per GiB here).
     pub(super) async fn put_xl(&mut self, key: Bytes, value: Bytes) -> Result<()> {
         self.seal_all().await?;
-        let id = self.next_file_id;
-        self.next_file_id += 1;
+        let id = self.take_file_id()?;
         let shared = self.shared.clone();
         let predecessor = self.last_file;
         let written = tokio::task::spawn_blocking(move || {
