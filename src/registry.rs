@@ -129,20 +129,28 @@ impl Registry {
         read(&self.files).contains_key(&file_id)
     }
 
-    /// Bytes of all published segments, and the oldest one.
+    /// Bytes of all published segments, and the oldest file if it is a
+    /// published segment. Eviction follows write order: while an older
+    /// slab is still being flushed, no newer segment may go, or a key's
+    /// newer value could be dropped while the older one it replaced comes
+    /// back with that slab (issue 16.3).
     pub fn segments_by_age(&self) -> (u64, Option<Arc<Segment>>) {
         let files = read(&self.files);
         let mut total = 0;
-        let mut oldest: Option<&Arc<Segment>> = None;
-        for s in files.values() {
+        let mut oldest: Option<(u32, &Source)> = None;
+        for (&id, s) in files.iter() {
             if let Source::Segment(seg) = s {
                 total += seg.len() as u64;
-                if oldest.is_none_or(|o| seg.file_id() < o.file_id()) {
-                    oldest = Some(seg);
-                }
+            }
+            if oldest.is_none_or(|(o, _)| id < o) {
+                oldest = Some((id, s));
             }
         }
-        (total, oldest.cloned())
+        let evictable = match oldest {
+            Some((_, Source::Segment(seg))) => Some(seg.clone()),
+            _ => None,
+        };
+        (total, evictable)
     }
 
     /// (slabs, segments, bytes of segment files)
