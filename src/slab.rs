@@ -4,7 +4,11 @@
 //! One writer appends above the publish watermark; any number of readers read
 //! below it. Bytes below the watermark never change again, which is what lets
 //! the log thread write them to disk and readers hand them out as `Bytes`
-//! without a copy. The watermark is stored with `Release` after the bytes are
+//! without a copy. Two writer operations break that rule and are `unsafe`
+//! for it: [`SlabWriter::rollback`] (after a failed WAL write, it lowers the
+//! watermark over records nothing indexed) and
+//! [`SlabWriter::set_predecessor`] (it rewrites the header page); each says
+//! what its caller must guarantee. The watermark is stored with `Release` after the bytes are
 //! written and loaded with `Acquire` before they are read.
 
 use crate::record;
@@ -424,12 +428,20 @@ impl SlabWriter {
     }
 
     /// Names the file written before this one in the header (see
-    /// [`Predecessor`]). Only while no I/O reads the header page: before
-    /// the slab's first WAL write, or after it was emptied and its next WAL
-    /// write starts at offset 0 again.
+    /// [`Predecessor`]).
+    ///
+    /// # Safety
+    ///
+    /// The header page is below the watermark, so other threads may read
+    /// it: the caller must make sure none does while this runs. That holds
+    /// before the slab's first WAL write, or after it was emptied and no
+    /// WAL write of it is in flight, provided no one else has taken a slice
+    /// of the page (readers reach records through the index only, never the
+    /// header; GC walks only sealed slabs older than a published segment,
+    /// and this is only called on the active one).
     #[cfg(not(loom))]
-    pub fn set_predecessor(&mut self, p: Option<Predecessor>) {
-        // SAFETY: the caller's contract: nothing reads the header page now,
+    pub unsafe fn set_predecessor(&mut self, p: Option<Predecessor>) {
+        // SAFETY: the caller guarantees nothing reads the header page now,
         // and only this writer writes it.
         let head = unsafe { self.slab.mem.slice_mut(0, FILE_HEADER_LEN) };
         encode_predecessor(head, p);
@@ -442,15 +454,24 @@ impl SlabWriter {
     }
 
     /// Forgets everything appended from `off` on (records whose WAL write
-    /// failed): zeroes it and lowers the watermark. Only valid while no I/O
-    /// reads those bytes and no index entry points at them.
+    /// failed): zeroes it and lowers the watermark.
+    ///
+    /// # Safety
+    ///
+    /// Those bytes may be below the watermark, so other threads could read
+    /// them: the caller must make sure none does and none holds a slice of
+    /// them. That holds when no index entry points at them (their groups
+    /// were never applied, so no reader found them), no WAL write of them
+    /// is in flight (the log thread refuses the writes queued behind a
+    /// failed one), and the slab is the active or closing one (GC walks
+    /// only older, sealed slabs).
     #[cfg(not(loom))]
-    pub fn rollback(&mut self, off: usize) {
+    pub unsafe fn rollback(&mut self, off: usize) {
         if off >= self.appended || off < FILE_HEADER_LEN {
             return;
         }
-        // SAFETY: [off, appended) belongs to the writer: nothing indexed
-        // points there and no I/O is in flight (caller's contract).
+        // SAFETY: nothing reads [off, appended) now (the caller's
+        // guarantee), and only this writer writes it.
         unsafe { self.slab.mem.slice_mut(off, self.appended - off) }.fill(0);
         self.appended = off;
         self.publish();
@@ -459,7 +480,8 @@ impl SlabWriter {
     /// A follower's copy of a file the writer is still appending to: copies
     /// the file's bytes `data` in at the append point, unpublished, and
     /// returns the slab image up to their end, for a record scan. `None` if
-    /// they do not fit.
+    /// they do not fit. Safe: it writes only at and above the watermark,
+    /// which no one but this (exclusively borrowed) writer touches.
     #[cfg(not(loom))]
     pub fn stage_raw(&mut self, data: &[u8]) -> Option<&[u8]> {
         let end = self.appended.checked_add(data.len())?;
@@ -476,7 +498,8 @@ impl SlabWriter {
 
     /// Keeps the staged bytes up to `valid_end` (the end of the last whole
     /// group a scan found) and publishes them; zeroes the rest of what was
-    /// staged up to `staged_end`.
+    /// staged up to `staged_end`. Safe for the reason `stage_raw` is: it
+    /// never goes below the watermark (`valid_end` is raised to it).
     #[cfg(not(loom))]
     pub fn commit_staged(&mut self, valid_end: usize, staged_end: usize) {
         let valid_end = valid_end.max(self.appended);
@@ -527,7 +550,8 @@ mod tests {
             file_id: 7,
             end: 123_456,
         };
-        w.set_predecessor(Some(p));
+        // SAFETY: no other thread has this slab.
+        unsafe { w.set_predecessor(Some(p)) };
         assert_eq!(w.predecessor(), Some(p));
         let mut page = head(&w);
         assert_eq!(decode_predecessor(&page), Some(p));
@@ -535,7 +559,8 @@ mod tests {
         assert_eq!(decode_file_header(&page), Some(8));
         page[25] ^= 1;
         assert_eq!(decode_predecessor(&page), None);
-        w.set_predecessor(None);
+        // SAFETY: as above.
+        unsafe { w.set_predecessor(None) };
         assert_eq!(decode_predecessor(&head(&w)), None);
     }
 

@@ -39,43 +39,85 @@ fn with_ring<T>(f: impl FnOnce(&mut IoUring) -> io::Result<T>) -> io::Result<T> 
     })
 }
 
+thread_local! {
+    /// Tags this thread's `run` calls in user_data, so a stray completion
+    /// of an earlier call is never taken for one of this call.
+    static CALL: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// `io_uring_enter` failures in a row, while entries are in flight, after
+/// which the process aborts rather than return and let the kernel write
+/// into (or read from) buffers the caller frees.
+const ENTER_FAILURES_BEFORE_ABORT: u32 = 1000;
+
 /// Submits `entries` (up to the ring's depth at a time) and waits for every
 /// completion; returns each one's result, in order.
 ///
 /// # Safety
 /// Every buffer an entry points to must stay valid and unchanged until this
-/// returns. It returns only once every pushed entry has completed, or with
-/// an error from `io_uring_enter` itself before anything was submitted.
+/// returns. It returns only once every entry it pushed has completed: an
+/// `Err` from a push (the queue full) or from `io_uring_enter` is returned
+/// after the entries already pushed are done. If the ring keeps failing
+/// while entries are in flight, it aborts the process instead of
+/// returning.
 unsafe fn run(entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
     with_ring(|ring| {
+        let call = CALL.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            u64::from(n) << 32
+        });
         let mut results = vec![0i32; entries.len()];
         for (c, chunk) in entries.chunks(RING_ENTRIES as usize).enumerate() {
             let base = c * RING_ENTRIES as usize;
+            let mut pushed = 0;
+            let mut err = None;
             for (i, e) in chunk.iter().enumerate() {
-                let e = e.clone().user_data((base + i) as u64);
+                let e = e.clone().user_data(call | (base + i) as u64);
                 // SAFETY: the caller keeps the buffers alive until we return,
-                // and we return only after every completion.
-                unsafe { ring.submission().push(&e) }
-                    .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                // and we return only after every pushed entry completed.
+                if unsafe { ring.submission().push(&e) }.is_err() {
+                    err = Some(io::Error::other("io_uring submission queue full"));
+                    break;
+                }
+                pushed += 1;
             }
             let mut done = 0;
-            while done < chunk.len() {
-                match ring.submit_and_wait(chunk.len() - done) {
-                    Ok(_) => {}
+            let mut failures = 0;
+            while done < pushed {
+                match ring.submit_and_wait(pushed - done) {
+                    Ok(_) => failures = 0,
                     Err(e)
                         if matches!(
                             e.kind(),
                             io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                         ) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // Entries may be in flight: keep waiting for them,
+                        // and report the error once they are done.
+                        failures += 1;
+                        if failures >= ENTER_FAILURES_BEFORE_ABORT {
+                            tracing::error!(error = %e, "io_uring keeps failing with writes in flight; aborting");
+                            std::process::abort();
+                        }
+                        err.get_or_insert(e);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                 }
                 for cqe in ring.completion() {
-                    if let Some(r) = results.get_mut(cqe.user_data() as usize) {
+                    let data = cqe.user_data();
+                    if data & !0xffff_ffff != call {
+                        continue;
+                    }
+                    if let Some(r) = results.get_mut((data & 0xffff_ffff) as usize) {
                         *r = cqe.result();
                         done += 1;
                     }
                 }
+            }
+            if let Some(e) = err {
+                return Err(e);
             }
         }
         Ok(results)
@@ -232,6 +274,31 @@ impl Vfs for UringVfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A completion left in the ring by an earlier call (here a no-op
+    /// pushed by hand, with the user_data an untagged call would use) is
+    /// not taken for this call's: `run` returns the write's own result,
+    /// after the write completed.
+    #[test]
+    fn a_stray_completion_is_not_taken_for_this_calls() {
+        if probe().is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        with_ring(|ring| {
+            let nop = opcode::Nop::new().build().user_data(0);
+            // SAFETY: a no-op points at no buffer.
+            unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::other("full"))?;
+            ring.submit().map(drop)
+        })
+        .unwrap();
+        let data = b"hello";
+        // SAFETY: `data` outlives the call.
+        let r = unsafe { run(&[write_entry(file.as_raw_fd(), data, 0)]) }.unwrap();
+        assert_eq!(r, vec![5]);
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), data);
+    }
 
     #[test]
     fn only_errors_before_the_data_is_written_are_write_failures() {

@@ -503,7 +503,8 @@ impl Writer {
                     self.shared.config.slab_size,
                     Some(&self.shared.slab_pool),
                 );
-                w.set_predecessor(self.last_file);
+                // SAFETY: a new slab: nothing has read it yet.
+                unsafe { w.set_predecessor(self.last_file) };
                 self.shared
                     .registry
                     .insert(id, Source::Slab(w.slab().clone()));

@@ -73,7 +73,11 @@ impl Writer {
     pub(super) fn roll_back(&mut self, file_id: u32, start: usize, from: usize) {
         match &mut self.closing {
             Some(c) if c.writer.slab().file_id() == file_id => {
-                c.writer.rollback(start);
+                // SAFETY: the failed group and those after it were never
+                // applied (no index entry points at them), the log thread
+                // refuses the writes queued behind the failed one, and GC
+                // never walks the closing slab.
+                unsafe { c.writer.rollback(start) };
                 c.logged_upto = c.logged_upto.min(from).min(start);
                 // The closing slab ends earlier now (or is empty and will be
                 // dropped): the next file names the new end, or what came
@@ -84,15 +88,21 @@ impl Writer {
                     Some(end_of(&c.writer))
                 };
                 if let Some(w) = &mut self.active {
-                    w.rollback(FILE_HEADER_LEN);
-                    // Its header page is written again with its next group.
-                    w.set_predecessor(self.last_file);
+                    // SAFETY: as above; every group of the active slab came
+                    // after the failed one, and its header page is read by
+                    // nothing until its next WAL write (which writes it
+                    // again).
+                    unsafe {
+                        w.rollback(FILE_HEADER_LEN);
+                        w.set_predecessor(self.last_file);
+                    }
                     self.logged_upto = 0;
                 }
             }
             _ => {
                 if let Some(w) = &mut self.active {
-                    w.rollback(start);
+                    // SAFETY: as for the closing slab above.
+                    unsafe { w.rollback(start) };
                     self.logged_upto = self.logged_upto.min(from).min(start);
                 }
             }
