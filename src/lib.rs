@@ -134,5 +134,5 @@ pub use verify::{verify, Problem, VerifyReport};
 pub mod internals;
 
 #[cfg(all(feature = "fault-injection", not(loom)))]
-pub use io::fault::{Fault, FaultInjector, FaultPlan, OpKind};
+pub use io::fault::{Fault, FaultInjector, FaultPlan, OpKind, PowerCut};
 pub use record::MAX_KEY_LEN;

@@ -131,6 +131,9 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                     log: false,
                     end: records_end(&entries),
                     predecessor: seg.bytes(0, FILE_HEADER_LEN).and_then(decode_predecessor),
+                    // A segment is complete: what it followed no longer
+                    // matters once it was published.
+                    header_lost: false,
                 });
                 shared.registry.insert(id, Source::Segment(Arc::new(seg)));
                 per_file.push((id, entries));
@@ -138,7 +141,8 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
             Kind::Log => {
                 let mut buf = read_log(&path, shared.config.slab_size)?;
                 check_version(&path, buf.as_slice())?;
-                if decode_file_header(buf.as_slice()) != Some(id) {
+                let header_lost = decode_file_header(buf.as_slice()) != Some(id);
+                if header_lost {
                     let nonzero = buf.as_slice().iter().any(|&b| b != 0);
                     if nonzero {
                         // Its records carry their own CRCs: read them as
@@ -153,6 +157,9 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                             log: true,
                             end: 0,
                             predecessor: None,
+                            // Removed as empty; its end of 0 already cuts
+                            // whatever names it.
+                            header_lost: false,
                         });
                         empties.push(path);
                         continue;
@@ -172,6 +179,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                     log: true,
                     end: scan.valid_end as u64,
                     predecessor: decode_predecessor(buf.as_slice()),
+                    header_lost,
                 });
                 if scan.entries.is_empty() {
                     empties.push(path);
@@ -266,6 +274,10 @@ pub(crate) struct Link {
     /// The end of its intact records.
     pub end: u64,
     pub predecessor: Option<Predecessor>,
+    /// An unsealed log whose header page is gone (lost in a power cut while
+    /// later pages were kept, or damaged), so which file it followed, and
+    /// how far, is unknown.
+    pub header_lost: bool,
 }
 
 /// The files (ids, ascending) that cannot be kept: each names a predecessor
@@ -274,10 +286,17 @@ pub(crate) struct Link {
 /// durable (`Buffered`, `None`) can lose its tail in a power cut while a
 /// later file keeps its own; keeping the later one would recover a state
 /// that no prefix of the history had. A predecessor that is gone entirely
-/// was compacted, evicted or empty, so it breaks nothing.
+/// was compacted, evicted or empty, so it breaks nothing. A log whose
+/// header is lost cannot say what it followed: if any earlier file is an
+/// unsealed log (which may have lost records no one can measure), it is cut
+/// too, set aside and counted rather than trusted.
 pub(crate) fn cut_after_lost_records(links: &[Link]) -> Vec<u32> {
     let mut cut = Vec::new();
-    for link in links {
+    for (i, link) in links.iter().enumerate() {
+        if link.log && link.header_lost && links[..i].iter().any(|l| l.log) {
+            cut.push(link.id);
+            continue;
+        }
         let Some(p) = link.predecessor else { continue };
         let short = links
             .binary_search_by_key(&p.file_id, |l| l.id)
@@ -461,7 +480,31 @@ mod tests {
             log,
             end,
             predecessor: predecessor.map(|(file_id, end)| Predecessor { file_id, end }),
+            header_lost: false,
         }
+    }
+
+    #[test]
+    fn a_log_that_lost_its_header_after_another_log_is_cut_with_what_follows() {
+        let lost = |id: u32, end: u64| Link {
+            header_lost: true,
+            ..link(id, true, end, None)
+        };
+        // 2 may have followed 1 past 1's end: nothing can tell, so 2 and
+        // 3 (which names 2) go; 1 stays.
+        let links = [
+            link(1, true, 5000, None),
+            lost(2, 9000),
+            link(3, true, 9000, Some((2, 9000))),
+        ];
+        assert_eq!(cut_after_lost_records(&links), vec![2, 3]);
+        // After segments only, nothing earlier can have lost records.
+        let links = [
+            link(1, false, 5000, None),
+            lost(2, 9000),
+            link(3, true, 9000, Some((2, 9000))),
+        ];
+        assert!(cut_after_lost_records(&links).is_empty());
     }
 
     #[test]

@@ -123,6 +123,8 @@ fn check_file(path: &Path, bytes: &[u8], report: &mut VerifyReport) -> Option<Li
         log,
         end: end as u64,
         predecessor: decode_predecessor(bytes),
+        // Files with a damaged header are reported above.
+        header_lost: false,
     };
     let sealed = path.extension().is_some_and(|e| e == "silt");
     if !sealed {

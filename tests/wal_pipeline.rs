@@ -10,7 +10,7 @@
 mod common;
 
 use bytes::Bytes;
-use silt::{Db, Durability, Error, Fault, FaultInjector, FaultPlan, OpKind};
+use silt::{Db, Durability, Error, Fault, FaultInjector, FaultPlan, IoBackend, OpKind};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -182,12 +182,22 @@ async fn fail_one_write(slab_size: usize, nth: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acknowledged_after_a_failed_fdatasync() {
-    for nth in [2, 5, 9] {
+    // io_uring makes each group durable with one RWF_DSYNC write, where an
+    // EIO may be the flush failing; std writes, then fdatasyncs.
+    let cases = [
+        (IoBackend::Std, OpKind::Sync),
+        (IoBackend::Uring, OpKind::Write),
+    ];
+    for (nth, (backend, kind)) in [2, 5, 9].into_iter().flat_map(|n| cases.map(|c| (n, c))) {
         let dir = tempfile::tempdir().unwrap();
         let inj = FaultInjector::new();
-        let db = builder(dir.path(), &inj).open().await.unwrap();
+        let db = builder(dir.path(), &inj)
+            .io_backend(backend)
+            .open()
+            .await
+            .unwrap();
         inj.set_plan(Some(FaultPlan {
-            kind: OpKind::Sync,
+            kind,
             nth,
             fault: Fault::Eio,
             persistent: false,

@@ -141,8 +141,9 @@ fn check(res: i32) -> io::Result<usize> {
 }
 
 /// Which half of an `RWF_DSYNC` write an error belongs to, as far as the
-/// error can tell.
-fn durable_write_error(e: io::Error) -> DurableWriteError {
+/// error can tell (the fault layer classifies its injected errors the same
+/// way).
+pub(crate) fn durable_write_error(e: io::Error) -> DurableWriteError {
     match e.raw_os_error() {
         // The data could not be written: nothing was lost.
         Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EINVAL) => {
