@@ -17,7 +17,6 @@ use silt::{Db, Durability, WriteBatch};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CHILD_DIR: &str = "SILT_CRASH_CHILD_DIR";
@@ -215,27 +214,19 @@ fn sigkill_soak() {
 fn kill_loop(iters: u64) {
     use rand::Rng;
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut baseline: Vec<State> = vec![State::new(); TASKS as usize];
     let mut rng = rand::thread_rng();
     let mut total_acks = 0u64;
     for epoch in 1..=iters {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_workload",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_EPOCH, epoch.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let (child, stdout) = common::ChildTest::spawn(
+            "crash_child_workload",
+            false,
+            &[
+                (CHILD_DIR, dir.path().display().to_string()),
+                (CHILD_EPOCH, epoch.to_string()),
+            ],
+        );
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acked: Vec<Option<u64>> = vec![None; TASKS as usize];
@@ -257,8 +248,8 @@ fn kill_loop(iters: u64) {
             .recv_timeout(Duration::from_secs(60))
             .expect("child did not start");
         std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        // A child that panicked (or exited) fails here with its stderr.
+        child.kill();
         let acked = reader.join().unwrap();
         total_acks += acked.iter().map(|a| a.map_or(0, |c| c + 1)).sum::<u64>();
 

@@ -9,7 +9,6 @@ use silt::{Db, Durability, Error, WriteBatch};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 fn writer(path: &Path) -> silt::Builder {
     Db::builder(path)
@@ -277,12 +276,12 @@ fn version(v: &Bytes) -> u64 {
 }
 
 /// Child mode: a writer in its own process (background GC on) that prints
-/// each acknowledged write number until it is killed.
+/// each acknowledged write number until it is killed. Ignored when run
+/// alone (it needs its parent's directory).
 #[test]
+#[ignore = "the child of follower_of_a_writer_in_another_process"]
 fn follower_child_writer() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return;
-    };
+    let dir = std::env::var(CHILD_DIR).expect("run by its parent test");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let db = writer(Path::new(&dir))
@@ -305,22 +304,13 @@ fn follower_child_writer() {
 #[test]
 fn follower_of_a_writer_in_another_process() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "follower_child_writer",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, stdout) = common::ChildTest::spawn(
+        "follower_child_writer",
+        true,
+        &[(CHILD_DIR, dir.path().display().to_string())],
+    );
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
     let seen = acked.clone();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -347,7 +337,14 @@ fn follower_of_a_writer_in_another_process() {
                 version(&got)
             );
         };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while acked.load(std::sync::atomic::Ordering::SeqCst) < 8000 {
+            child.assert_running();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child acknowledged {} writes in 120 s",
+                acked.load(std::sync::atomic::Ordering::SeqCst)
+            );
             let before = acked.load(std::sync::atomic::Ordering::SeqCst);
             follower.refresh().await.unwrap();
             if before >= 0 {
@@ -358,8 +355,7 @@ fn follower_of_a_writer_in_another_process() {
             checks += 1;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         reader.join().unwrap();
         let last = acked.load(std::sync::atomic::Ordering::SeqCst) as u64;
         follower.refresh().await.unwrap();

@@ -81,3 +81,73 @@ pub fn wait_unlocked(dir: &Path) {
     }
     lock.unlock().unwrap();
 }
+
+/// This test binary re-run as a child process that runs the one test
+/// `test` (with `--ignored` where the child's test is ignored when run
+/// alone), with `env` set. Its stdout is handed back to read; its stderr
+/// is collected, so that a child that died on its own is reported with
+/// what it printed instead of being taken for one the parent killed.
+pub struct ChildTest {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ChildTest {
+    pub fn spawn(
+        test: &str,
+        ignored: bool,
+        env: &[(&str, String)],
+    ) -> (ChildTest, std::process::ChildStdout) {
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"]);
+        if ignored {
+            cmd.arg("--ignored");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        (
+            ChildTest {
+                child,
+                stderr: Some(stderr),
+            },
+            stdout,
+        )
+    }
+
+    /// Panics with the child's stderr if it is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let stderr = self.stderr.take().unwrap().join().unwrap();
+            panic!("the child exited on its own ({status}) before the kill:\n{stderr}");
+        }
+    }
+
+    /// SIGKILLs the child, which must still be running, and checks that
+    /// the kill is what ended it.
+    pub fn kill(mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        self.assert_running();
+        self.child.kill().unwrap(); // SIGKILL
+        let status = self.child.wait().unwrap();
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the child ended by {status}, not the kill:\n{stderr}"
+        );
+    }
+}
