@@ -585,10 +585,18 @@ mod tests {
         assert_eq!(pool.idle(), 0, "a reader still holds the slab");
         drop(reader);
         assert_eq!(pool.idle(), 1);
-        // Another size is not served from the pool.
-        drop(SlabWriter::with_pool(2, 128 * 1024, None));
+        // Another size is not served from the pool (and, the pool being
+        // full, its own buffer is not kept when it goes).
+        let other = SlabWriter::with_pool(2, 128 * 1024, Some(&pool));
+        assert_eq!((pool.idle(), pool.reused()), (1, 0));
+        drop(other);
+        assert_eq!((pool.idle(), pool.reused()), (1, 0));
         let mut w = SlabWriter::with_pool(3, 64 * 1024, Some(&pool));
-        assert_eq!(pool.idle(), 0, "the buffer was reused");
+        assert_eq!(
+            (pool.idle(), pool.reused()),
+            (0, 1),
+            "the buffer was reused"
+        );
         assert_eq!(
             decode_file_header(w.slab().bytes(0, 4096).unwrap()),
             Some(3)

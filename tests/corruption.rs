@@ -73,13 +73,25 @@ async fn flipped_byte_in_a_segment_fails_only_that_record() {
     assert_eq!(db.get(key(10).as_bytes()).await.unwrap().unwrap(), "fresh");
     db.close().await.unwrap();
 
-    // With checksums off the damaged bytes are returned as they are.
+    // With checksums off the damaged bytes are returned as they are: damage
+    // key 11's value too (key 10 was overwritten above).
+    let off = find(&segs[0], val(11).as_bytes());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap();
+    f.write_at(b"X", off as u64 + 3).unwrap();
+    drop(f);
     let db = small(dir.path())
         .verify_checksums(false)
         .open()
         .await
         .unwrap();
-    assert_eq!(db.get(key(10).as_bytes()).await.unwrap().unwrap(), "fresh");
+    let mut damaged = val(11).into_bytes();
+    damaged[3] = b'X';
+    assert_ne!(damaged, val(11).into_bytes());
+    assert_eq!(db.get(key(11)).await.unwrap().unwrap(), damaged);
+    assert_eq!(db.get(key(10)).await.unwrap().unwrap(), "fresh");
     db.close().await.unwrap();
 }
 
