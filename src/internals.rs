@@ -25,6 +25,84 @@ pub fn fuzz_segment_image(data: &[u8]) {
     }
 }
 
+/// Fills `dir/data` with up to four files made from `data`, then opens a
+/// store there, scans it and reads every key it found: every input must
+/// end in Ok or an `Error`, never a panic. `dir` must be empty. Returns
+/// the pairs the scan yielded if the store opened.
+///
+/// Input: files of `[selector][len lo][len hi][bytes…]`. The selector picks
+/// the name (segment, log, junk, the largest id, an id past `u32`, an
+/// unpadded id, id 0) and whether the bytes follow an intact file header,
+/// one with a byte flipped, or none.
+pub fn fuzz_open_dir(dir: &std::path::Path, data: &[u8]) -> Option<usize> {
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(&data_dir).expect("make the data directory");
+    let mut rest = data;
+    for i in 1..=4u32 {
+        let [sel, lo, hi, tail @ ..] = rest else {
+            break;
+        };
+        let len = (u16::from_le_bytes([*lo, *hi]) as usize).min(tail.len());
+        let (name, id) = match sel % 8 {
+            0 => (format!("{i:08}.silt"), i),
+            1 => (format!("{i:08}.log"), i),
+            2 => (format!("{i}.junk"), i),
+            3 => (
+                format!("{}.{}", u32::MAX, ["log", "silt"][i as usize % 2]),
+                u32::MAX,
+            ),
+            4 => ("4294967296.log".to_string(), 0),
+            5 => (format!("{i}.silt"), i),
+            6 => ("00000000.log".to_string(), 0),
+            _ => (format!("{:08}.log", i + 4), i + 4),
+        };
+        let mut bytes = Vec::new();
+        match (sel >> 3) % 3 {
+            // An intact header, then the bytes.
+            0 => {
+                let mut page = vec![0u8; crate::slab::FILE_HEADER_LEN];
+                crate::slab::encode_file_header(&mut page, id);
+                bytes.extend_from_slice(&page);
+            }
+            // A header with one byte flipped (where, from the length).
+            1 => {
+                let mut page = vec![0u8; crate::slab::FILE_HEADER_LEN];
+                crate::slab::encode_file_header(&mut page, id);
+                page[*lo as usize % 24] ^= 1 << (*hi % 8);
+                bytes.extend_from_slice(&page);
+            }
+            _ => {}
+        }
+        bytes.extend_from_slice(&tail[..len]);
+        std::fs::write(data_dir.join(name), &bytes).expect("write a data file");
+        rest = &tail[len..];
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let db = crate::Db::builder(dir)
+            .slab_size(64 * 1024)
+            .open()
+            .await
+            .ok()?;
+        use futures::StreamExt as _;
+        let _ = db.stats();
+        let mut pairs = 0;
+        let mut s = Box::pin(db.scan());
+        while let Some(item) = s.next().await {
+            if let Ok((k, _)) = item {
+                pairs += 1;
+                let _ = db.get(&k).await;
+            }
+        }
+        drop(s);
+        let _ = db.close().await;
+        Some(pairs)
+    })
+}
+
 /// Bytes a put record of these sizes takes.
 pub fn record_len(key: usize, value: usize) -> usize {
     crate::record::encoded_len(key, value)

@@ -82,3 +82,66 @@ async fn the_environment_sets_the_default_but_not_an_explicit_choice() {
     db.close().await.unwrap();
     std::env::remove_var(silt::IO_BACKEND_ENV);
 }
+
+/// Whether this file system takes O_DIRECT (tmpfs, for one, refuses it).
+fn fs_allows_o_direct(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join("probe"))
+        .is_ok()
+}
+
+/// The open flags of this process's descriptors for `path`, from
+/// /proc/self/fdinfo (what the kernel holds, not what silt reports).
+fn open_flags(path: &std::path::Path) -> Vec<i32> {
+    let mut flags = Vec::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if std::fs::read_link(fd.path()).ok().as_deref() != Some(path) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            fd.file_name().to_str().unwrap()
+        ))
+        .unwrap_or_default();
+        if let Some(f) = info.lines().find_map(|l| l.strip_prefix("flags:")) {
+            flags.push(i32::from_str_radix(f.trim(), 8).unwrap());
+        }
+    }
+    flags
+}
+
+/// Where the file system allows it, the WAL really is written with
+/// O_DIRECT (the descriptor's flags say so), on both backends; where it
+/// does not, the store says so in its stats.
+#[tokio::test]
+async fn the_wal_uses_o_direct_where_the_file_system_allows_it() {
+    for backend in [IoBackend::Std, IoBackend::Uring] {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = fs_allows_o_direct(dir.path());
+        let db = Db::builder(dir.path())
+            .io_backend(backend)
+            .durability(Durability::Sync)
+            .open()
+            .await
+            .unwrap();
+        db.put("k", vec![1u8; 10_000]).await.unwrap();
+        assert_eq!(db.stats().wal_direct_io, allowed, "{backend:?}");
+        let logs: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        assert_eq!(logs.len(), 1, "{backend:?}");
+        let flags = open_flags(&logs[0]);
+        assert!(!flags.is_empty(), "{backend:?}: the log is not open");
+        let direct = flags.iter().any(|f| f & libc::O_DIRECT != 0);
+        assert_eq!(direct, allowed, "{backend:?}: log open with flags {flags:?}");
+        db.close().await.unwrap();
+    }
+}
