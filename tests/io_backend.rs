@@ -141,7 +141,10 @@ async fn the_wal_uses_o_direct_where_the_file_system_allows_it() {
         let flags = open_flags(&logs[0]);
         assert!(!flags.is_empty(), "{backend:?}: the log is not open");
         let direct = flags.iter().any(|f| f & libc::O_DIRECT != 0);
-        assert_eq!(direct, allowed, "{backend:?}: log open with flags {flags:?}");
+        assert_eq!(
+            direct, allowed,
+            "{backend:?}: log open with flags {flags:?}"
+        );
         db.close().await.unwrap();
     }
 }
