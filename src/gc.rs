@@ -339,18 +339,27 @@ async fn compact_segment(
 /// fsyncs the directory: the last step of both compaction and eviction,
 /// once nothing in the index points into it.
 fn drop_segment(shared: &Shared, id: u32, op: &'static str) -> Result<()> {
-    shared.registry.remove(id);
-    shared.space.forget(id);
+    // Unlinked (and the unlink made durable) before it is forgotten: while
+    // the file may still be on disk, its records must stay where the
+    // tombstone check sees them, or a later compaction drops a tombstone
+    // that still hides one of its values, which a reopen would bring back.
+    // A failure leaves it registered (no index entry points at it any
+    // more), and the next compaction or eviction tries again.
     let dir = shared.registry.data_dir();
     let path = segment_path(dir, id);
-    shared
-        .vfs
-        .remove_file(&path)
-        .map_err(|e| Error::io(op, &path, e))?;
+    match shared.vfs.remove_file(&path) {
+        Ok(()) => {}
+        // A retry after the unlink went through but its fsync failed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(op, &path, e)),
+    }
     shared
         .vfs
         .sync_dir(dir)
-        .map_err(|e| Error::io("fsync data directory", dir, e))
+        .map_err(|e| Error::io("fsync data directory", dir, e))?;
+    shared.registry.remove(id);
+    shared.space.forget(id);
+    Ok(())
 }
 
 /// Sends moves in chunks; each reply means the writer appended or dropped

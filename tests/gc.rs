@@ -321,3 +321,59 @@ async fn close_then_reopen_with_background_gc_keeps_every_value() {
         db.close().await.unwrap();
     }
 }
+
+/// Review of issue 16: `drop_segment` forgot a compacted file before
+/// unlinking it, so when the unlink failed the file stayed on disk unseen;
+/// a later compaction then dropped the tombstone that hid its value, and
+/// after a reopen the deleted value was back.
+#[tokio::test]
+async fn a_failed_unlink_never_brings_back_a_deleted_value() {
+    use silt::{Fault, FaultInjector, FaultPlan, OpKind};
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = Db::builder(dir.path())
+        .slab_size(64 << 10)
+        .gc_threshold(0.0)
+        .fault_injector(inj.clone())
+        .open()
+        .await
+        .unwrap();
+    // File A: the victim's value and fillers; B: its tombstone and more
+    // fillers; C: A's fillers again, so nothing in A is live.
+    db.put("victim", "old value").await.unwrap();
+    for i in 0..100 {
+        db.put(key(i), value(i, 0)).await.unwrap();
+    }
+    db.flush().await.unwrap();
+    db.delete("victim").await.unwrap();
+    for i in 100..200 {
+        db.put(key(i), value(i, 0)).await.unwrap();
+    }
+    db.flush().await.unwrap();
+    for i in 0..100 {
+        db.put(key(i), value(i, 1)).await.unwrap();
+    }
+    db.flush().await.unwrap();
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::Remove,
+        nth: 1,
+        fault: Fault::Eio,
+        persistent: false,
+    }));
+    assert!(db.compact().await.is_err(), "the unlink failed");
+    inj.set_plan(None);
+    db.compact().await.unwrap();
+    assert_eq!(db.get("victim").await.unwrap(), None);
+    db.close().await.unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(
+        db.get("victim").await.unwrap(),
+        None,
+        "the deleted value came back"
+    );
+    for i in 0..200 {
+        let round = if i < 100 { 1 } else { 0 };
+        assert_eq!(db.get(key(i)).await.unwrap(), Some(value(i, round).into()));
+    }
+    db.close().await.unwrap();
+}

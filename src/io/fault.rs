@@ -63,6 +63,8 @@ pub enum OpKind {
     Open,
     /// `rename`.
     Rename,
+    /// `unlink`.
+    Remove,
     /// A cold read of record bytes by the I/O threads (reads served from
     /// memory are not I/O). Not counted by `Any`, so read timing never
     /// moves the write operations a plan or a power cut counts.
@@ -569,7 +571,7 @@ impl Vfs for FaultVfs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inj.check(OpKind::Open).map_err(as_io)?;
+        self.inj.check(OpKind::Remove).map_err(as_io)?;
         self.inner.remove_file(path)?;
         lock(&self.inj.state).live.remove(path);
         Ok(())
