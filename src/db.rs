@@ -536,10 +536,8 @@ impl Db {
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.shared().check_open()?;
         let writer = self.writer()?;
-        let report = crate::gc::compact(&self.inner.shared, writer, |f| {
-            f.live_bytes < f.record_bytes
-        })
-        .await?;
+        let report =
+            crate::gc::compact(&self.inner.shared, writer, crate::gc::Pick::AnyGarbage).await?;
         self.shared().wait_resolved().await;
         Ok(report)
     }

@@ -97,7 +97,7 @@ const MOVE_ROUNDS: usize = 3;
 pub(crate) async fn compact(
     shared: &Arc<Shared>,
     tx: &mpsc::Sender<Request>,
-    pick: impl Fn(&FileSpace) -> bool,
+    pick: Pick,
 ) -> Result<CompactionReport> {
     let _one_at_a_time = shared.compacting.lock().await;
     // `close` takes this lock after the writer stopped: a compaction that
@@ -109,16 +109,16 @@ pub(crate) async fn compact(
         return Ok(report);
     }
     let span = tracing::info_span!("compact");
-    let candidates: Vec<Arc<Segment>> = shared
+    let segments: Vec<(FileSpace, Arc<Segment>)> = shared
         .space
         .files()
         .into_iter()
-        .filter(|f| pick(f))
         .filter_map(|f| match shared.registry.get(f.file_id) {
-            Some(Source::Segment(seg)) => Some(seg),
+            Some(Source::Segment(seg)) => Some((f, seg)),
             _ => None,
         })
         .collect();
+    let candidates = pick.candidates(segments);
     for seg in candidates {
         shared.check_open()?;
         compact_segment(shared, tx, &seg, &mut report).await?;
@@ -140,6 +140,47 @@ pub(crate) async fn compact(
         )
     });
     Ok(report)
+}
+
+/// Which segments a compaction rewrites.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pick {
+    /// Every segment holding dead records (`Db::compact`).
+    AnyGarbage,
+    /// Segments with dead records whose live bytes are under this share of
+    /// the file's size (background GC).
+    Threshold(f64),
+}
+
+impl Pick {
+    /// The segments to rewrite, oldest first. A file's header page,
+    /// padding and footer count against it, as its records do: besides
+    /// files with dead records, files that are mostly such overhead (a
+    /// short-lived store's one small write per open, say) are merged, when
+    /// there are at least two of them, so space stays near the live bytes
+    /// whatever the history. A lone one is left alone: rewriting it would
+    /// only make another.
+    fn candidates(self, segments: Vec<(FileSpace, Arc<Segment>)>) -> Vec<Arc<Segment>> {
+        let size = |seg: &Segment| seg.len() as u64;
+        let mostly_overhead = |f: &FileSpace, seg: &Segment| size(seg) > 2 * f.record_bytes;
+        let merge = segments
+            .iter()
+            .filter(|(f, seg)| mostly_overhead(f, seg))
+            .count()
+            >= 2;
+        segments
+            .into_iter()
+            .filter(|(f, seg)| {
+                let dead = f.live_bytes < f.record_bytes
+                    && match self {
+                        Pick::AnyGarbage => true,
+                        Pick::Threshold(t) => (f.live_bytes as f64) < t * size(seg) as f64,
+                    };
+                dead || (merge && mostly_overhead(f, seg))
+            })
+            .map(|(_, seg)| seg)
+            .collect()
+    }
 }
 
 /// Background GC: after each published segment (and once at open), compact
@@ -164,7 +205,7 @@ pub(crate) fn spawn_background(
                 return;
             }
             let Some(tx) = tx.upgrade() else { return };
-            if let Err(e) = compact(&shared, &tx, |f| f.live_ratio() < threshold).await {
+            if let Err(e) = compact(&shared, &tx, Pick::Threshold(threshold)).await {
                 tracing::warn!(error = %e, "background GC stopped early");
             }
         }
