@@ -39,6 +39,8 @@ pub(crate) struct Counters {
     pub max_group: AtomicU64,
     pub recovered_torn_bytes: AtomicU64,
     pub recovered_dropped_files: AtomicU64,
+    pub wal_rollbacks: AtomicU64,
+    pub wal_closing_rollbacks: AtomicU64,
     pub recovered_records: AtomicU64,
     pub flush_retries: AtomicU64,
     pub follower_bytes_read: AtomicU64,

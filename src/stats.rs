@@ -51,6 +51,12 @@ pub struct Stats {
     pub recovered_records: u64,
     /// Flush attempts that failed and were retried.
     pub flush_retries: u64,
+    /// WAL writes that failed without a failed sync (ENOSPC, say): their
+    /// groups and every later one were refused and rolled back.
+    pub wal_rollbacks: u64,
+    /// Of those, failures in a slab that was closing while the next one
+    /// already held groups, which were dropped with them.
+    pub wal_closing_rollbacks: u64,
     /// New slabs that reused the buffer of a flushed one.
     pub slabs_recycled: u64,
     /// Segments dropped by cache mode (`capacity`).
@@ -124,6 +130,8 @@ impl Db {
             recovered_dropped_files: c.recovered_dropped_files.load(Ordering::Relaxed),
             recovered_records: c.recovered_records.load(Ordering::Relaxed),
             flush_retries: c.flush_retries.load(Ordering::Relaxed),
+            wal_rollbacks: c.wal_rollbacks.load(Ordering::Relaxed),
+            wal_closing_rollbacks: c.wal_closing_rollbacks.load(Ordering::Relaxed),
             slabs_recycled: s.slab_pool.reused(),
             evictions: c.evictions.load(Ordering::Relaxed),
             evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),

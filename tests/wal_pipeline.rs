@@ -71,7 +71,7 @@ async fn a_failed_write_fails_the_groups_behind_it_and_the_store_goes_on() {
     // One slab holds all of the first round (16 × 30 × 8 KiB), so no flush
     // worker writes during it and the 12th write is certainly a WAL write
     // (a flush write that fails is retried, failing no put).
-    let failed = fail_one_write(8 << 20, 12).await;
+    let (failed, _) = fail_one_write(8 << 20, 12).await;
     assert!(failed > 0, "the injected ENOSPC failed no put");
 }
 
@@ -79,16 +79,16 @@ async fn a_failed_write_fails_the_groups_behind_it_and_the_store_goes_on() {
 /// and a slab whose last writes are still in flight closes while the next
 /// one takes appends: a failed write in the closing slab must also fail
 /// (and drop) every group already appended to the new one. Each of the
-/// first 60 writes in turn fails once; about one in five lands in a
-/// closing slab with groups behind it in the next (counted with a
-/// temporary print, 2026-11-22).
+/// first 60 writes in turn fails once; some land in a closing slab with
+/// groups behind it in the next (`Stats::wal_closing_rollbacks` counts
+/// them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_in_a_closing_slab_fails_the_groups_in_the_next() {
-    let mut failing = 0;
+    let (mut failing, mut closing) = (0, 0);
     for nth in 1..=60 {
-        if fail_one_write(256 << 10, nth).await > 0 {
-            failing += 1;
-        }
+        let (failed, closing_rollbacks) = fail_one_write(256 << 10, nth).await;
+        failing += (failed > 0) as u32;
+        closing += closing_rollbacks;
     }
     // Flush workers' writes are retried and fail no put; the rest are WAL
     // writes.
@@ -96,12 +96,15 @@ async fn a_failed_write_in_a_closing_slab_fails_the_groups_in_the_next() {
         failing >= 20,
         "only {failing} of 60 injected write failures failed a put"
     );
+    eprintln!("{failing} of 60 failures failed puts, {closing} in a closing slab");
+    assert!(closing >= 3, "only {closing} failures hit a closing slab");
 }
 
 /// Runs a round of concurrent puts with the `nth` write failing with ENOSPC
 /// once, then a round with room again, then reopens: no failed put is ever
-/// visible, every acknowledged one is. Returns how many puts failed.
-async fn fail_one_write(slab_size: usize, nth: u64) -> usize {
+/// visible, every acknowledged one is. Returns how many puts failed, and
+/// how many rollbacks reached into a next slab.
+async fn fail_one_write(slab_size: usize, nth: u64) -> (usize, u64) {
     let dir = tempfile::tempdir().unwrap();
     let inj = FaultInjector::new();
     let db = builder(dir.path(), &inj)
@@ -145,6 +148,7 @@ async fn fail_one_write(slab_size: usize, nth: u64) -> usize {
         later.iter().all(|r| r.2.is_ok()),
         "write {nth}: writes after the fault failed"
     );
+    let closing = db.stats().wal_closing_rollbacks;
     db.close().await.unwrap();
     // Each file's header names where the file before it ends, and recovery
     // sets aside a file whose predecessor, still unsealed, ends short of
@@ -177,7 +181,7 @@ async fn fail_one_write(slab_size: usize, nth: u64) -> usize {
         }
     }
     db.close().await.unwrap();
-    failed.len()
+    (failed.len(), closing)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

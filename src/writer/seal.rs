@@ -71,6 +71,8 @@ impl Writer {
     /// the active slab came after it: the active slab is emptied (the log
     /// thread refused its writes, so its file holds none of them).
     pub(super) fn roll_back(&mut self, file_id: u32, start: usize, from: usize) {
+        let counters = &self.shared.counters;
+        counters.wal_rollbacks.fetch_add(1, Ordering::Relaxed);
         match &mut self.closing {
             Some(c) if c.writer.slab().file_id() == file_id => {
                 // SAFETY: the failed group and those after it were never
@@ -88,6 +90,11 @@ impl Writer {
                     Some(end_of(&c.writer))
                 };
                 if let Some(w) = &mut self.active {
+                    if !w.is_empty() {
+                        counters
+                            .wal_closing_rollbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     // SAFETY: as above; every group of the active slab came
                     // after the failed one, and its header page is read by
                     // nothing until its next WAL write (which writes it
