@@ -218,19 +218,13 @@ impl Db {
             }
             total = total.saturating_add(op.encoded_len());
         }
-        // A lone put larger than a slab gets a file of its own; a batch must
-        // fit in one slab to stay atomic.
-        let xl = matches!(&ops[..], [Op::Put(..)]);
-        if total > room && xl && total > u32::MAX as usize {
+        // A put or a batch larger than a slab gets a file of its own, whose
+        // offsets must fit in 32 bits.
+        let limit = u32::MAX as usize - 2 * FILE_HEADER_LEN;
+        if total > limit {
             return Err(Error::InvalidArgument(format!(
-                "the record needs {total} bytes (key + value + {} bytes of header); the limit is {}",
+                "the write needs {total} bytes (keys + values + {} bytes of header per record); the limit of one write is {limit}",
                 crate::record::HEADER_LEN,
-                u32::MAX
-            )));
-        }
-        if total > room && !xl {
-            return Err(Error::InvalidArgument(format!(
-                "the batch needs {total} bytes but a slab holds {room}; raise slab_size, or put values larger than a slab on their own"
             )));
         }
         if ops.is_empty() {

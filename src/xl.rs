@@ -1,6 +1,6 @@
-//! XL values: a put whose record does not fit in a slab gets a segment file
-//! of its own, `data/<id>.silt`, with exactly the layout of any segment
-//! (4 KiB header page, the one record, footer, trailer), so recovery, reads
+//! XL values: a put whose record does not fit in a slab, or a batch that
+//! does not, gets a segment file of its own, `data/<id>.silt`, with exactly the layout of any segment
+//! (4 KiB header page, the records, footer, trailer), so recovery, reads
 //! (zero-copy from the mmap), eviction and GC need nothing new.
 //!
 //! The value goes from the caller's `Bytes` to the file through the page
@@ -15,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::{Vfs, WRITE_CHUNK};
-use crate::record::{self, FLAG_BEGIN, FLAG_END, FLAG_PUT};
+use crate::record::{self, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
 use crate::registry::segment_path;
 use crate::segment::{encode_footer, FooterEntry, Segment, SegmentIndex};
 use crate::slab::{encode_file_header, encode_predecessor, Predecessor, FILE_HEADER_LEN};
@@ -26,27 +26,68 @@ pub(crate) fn temp_path(data_dir: &Path, file_id: u32) -> PathBuf {
     data_dir.join(format!("{file_id:08}.tmp"))
 }
 
-/// Bytes of the XL file for a key and value of these lengths.
-pub(crate) fn file_len(key_len: usize, value_len: usize) -> u64 {
-    let data_end = FILE_HEADER_LEN + record::encoded_len(key_len, value_len);
-    let (footer_off, tail) = encode_footer(&[], data_end);
-    // One entry more than the empty footer still fits in its page.
-    (footer_off + tail.len()) as u64
+/// One record of an own-file write: a put, or a delete (empty value).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct XlRecord<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub delete: bool,
 }
 
-/// Writes, syncs and publishes the XL segment `file_id` holding one put;
-/// returns it mapped, and the record's length. On error the temporary file
-/// is removed (best effort) and nothing was published.
+impl XlRecord<'_> {
+    fn len(&self) -> usize {
+        record::encoded_len(self.key.len(), self.value.len())
+    }
+}
+
+/// Where the records go (file offsets) and where the footer starts, or an
+/// error if the file would pass the 4 GiB that footer offsets can name.
+fn layout(records: &[XlRecord<'_>]) -> Result<(Vec<FooterEntry>, usize)> {
+    let mut at = FILE_HEADER_LEN;
+    let mut entries = Vec::with_capacity(records.len());
+    for r in records {
+        let len = r.len();
+        let (offset, len32) = match (u32::try_from(at), u32::try_from(len)) {
+            (Ok(o), Ok(l)) if at + len <= u32::MAX as usize => (o, l),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "a write of {} bytes (keys + values + record headers) passes the 4 GiB limit of one write",
+                    records.iter().map(XlRecord::len).sum::<usize>()
+                )))
+            }
+        };
+        entries.push(FooterEntry {
+            hash: record::key_hash(r.key),
+            offset,
+            len: len32,
+            delete: r.delete,
+        });
+        at += len;
+    }
+    Ok((entries, at))
+}
+
+/// Bytes of the file holding `records`.
+pub(crate) fn file_len(records: &[XlRecord<'_>]) -> Result<u64> {
+    let (entries, data_end) = layout(records)?;
+    let (footer_off, tail) = encode_footer(&entries, data_end);
+    Ok((footer_off + tail.len()) as u64)
+}
+
+/// Writes, syncs and publishes the segment `file_id` holding `records` (one
+/// put too large for a slab, or a whole batch too large for one: all or
+/// nothing, as the file is renamed into place only once complete);
+/// returns it mapped, and each record's offset and length. On error the
+/// temporary file is removed (best effort) and nothing was published.
 pub(crate) fn write_xl_segment(
     vfs: &dyn Vfs,
     data_dir: &Path,
     file_id: u32,
     predecessor: Option<Predecessor>,
-    key: &[u8],
-    value: &[u8],
-) -> Result<(Segment, u32)> {
+    records: &[XlRecord<'_>],
+) -> Result<(Segment, Vec<(u32, u32)>)> {
     let tmp = temp_path(data_dir, file_id);
-    let res = write_and_publish(vfs, data_dir, &tmp, file_id, predecessor, key, value);
+    let res = write_and_publish(vfs, data_dir, &tmp, file_id, predecessor, records);
     if res.is_err() {
         // Not acknowledged: leave no trace, published or not.
         let _ = vfs.remove_file(&tmp);
@@ -61,38 +102,43 @@ fn write_and_publish(
     tmp: &Path,
     file_id: u32,
     predecessor: Option<Predecessor>,
-    key: &[u8],
-    value: &[u8],
-) -> Result<(Segment, u32)> {
-    let len = record::encoded_len(key.len(), value.len());
-    let len32 = u32::try_from(len).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "a record of {len} bytes (key + value + header) exceeds the 4 GiB limit"
-        ))
-    })?;
-    let head = record::encode_head(FLAG_BEGIN | FLAG_END | FLAG_PUT, key, value);
-    let data_end = FILE_HEADER_LEN + len;
-    let entry = FooterEntry {
-        hash: record::key_hash(key),
-        offset: FILE_HEADER_LEN as u32,
-        len: len32,
-        delete: false,
-    };
-    let (footer_off, tail) = encode_footer(&[entry], data_end);
+    records: &[XlRecord<'_>],
+) -> Result<(Segment, Vec<(u32, u32)>)> {
+    let (entries, data_end) = layout(records)?;
+    let last = records.len().saturating_sub(1);
+    let heads: Vec<Vec<u8>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut flags = if r.delete { FLAG_DELETE } else { FLAG_PUT };
+            if i == 0 {
+                flags |= FLAG_BEGIN;
+            }
+            if i == last {
+                flags |= FLAG_END;
+            }
+            record::encode_head(flags, r.key, r.value)
+        })
+        .collect();
+    let (footer_off, tail) = encode_footer(&entries, data_end);
     let mut page = vec![0u8; FILE_HEADER_LEN];
     encode_file_header(&mut page, file_id);
     encode_predecessor(&mut page, predecessor);
 
     let write_err = |e| Error::io("write XL value file", tmp, e);
     let (file, _) = vfs.open_write(tmp, true, false).map_err(write_err)?;
-    let value_at = (FILE_HEADER_LEN + head.len()) as u64;
-    let mut writes: Vec<(&[u8], u64)> = vec![(&page, 0), (&head, FILE_HEADER_LEN as u64)];
-    writes.extend(
-        value
-            .chunks(WRITE_CHUNK)
-            .enumerate()
-            .map(|(i, c)| (c, value_at + (i * WRITE_CHUNK) as u64)),
-    );
+    let mut writes: Vec<(&[u8], u64)> = vec![(&page, 0)];
+    for ((r, head), e) in records.iter().zip(&heads).zip(&entries) {
+        let at = u64::from(e.offset);
+        writes.push((head, at));
+        let value_at = at + head.len() as u64;
+        writes.extend(
+            r.value
+                .chunks(WRITE_CHUNK)
+                .enumerate()
+                .map(|(i, c)| (c, value_at + (i * WRITE_CHUNK) as u64)),
+        );
+    }
     writes.push((&tail, footer_off as u64));
     // Bounded batches, so io_uring has several writes in flight but not a
     // thousand.
@@ -110,9 +156,10 @@ fn write_and_publish(
     vfs.sync_dir(data_dir)
         .map_err(|e| Error::io("fsync data directory", data_dir, e))?;
     let (segment, found) = Segment::open(&path, file_id, false)?;
-    debug_assert_eq!(segment.len() as u64, file_len(key.len(), value.len()));
     match found {
-        SegmentIndex::Footer(f) if f.entries.len() == 1 => Ok((segment, len32)),
+        SegmentIndex::Footer(f) if f.entries.len() == records.len() => {
+            Ok((segment, entries.iter().map(|e| (e.offset, e.len)).collect()))
+        }
         _ => Err(Error::corruption(
             &path,
             footer_off as u64,

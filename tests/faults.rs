@@ -48,7 +48,7 @@ async fn fsync_failure_refuses_writes_until_reopen() {
     // one.
     for (backend, kind) in [
         (IoBackend::Std, OpKind::Sync),
-        (IoBackend::Uring, OpKind::Write),
+        (IoBackend::Uring, OpKind::DurableWrite),
     ] {
         fsync_failure_round(backend, kind).await;
     }
@@ -261,13 +261,20 @@ enum Step {
 const STEPS: usize = 48;
 
 /// Puts of 0.6–3 KiB into 64 KiB slabs (a rotation every ~30 steps),
-/// deletes, batches, flushes, and compactions right after a flush (moves,
+/// deletes, batches (two of them larger than a slab), syncs, flushes, and compactions right after a flush (moves,
 /// their sync, deleting the old segment).
 fn script() -> Vec<Step> {
     (0..STEPS)
         .map(|i| {
             let k = (i % 9) as u32;
-            if i % 16 == 15 {
+            if i == 20 || i == 38 {
+                // 90 KB: larger than a slab, so a file of its own.
+                Step::Batch(vec![
+                    (k, Some(30_000)),
+                    ((k + 1) % 9, Some(30_000)),
+                    ((k + 3) % 9, Some(30_000)),
+                ])
+            } else if i % 16 == 15 {
                 Step::Flush
             } else if i > 0 && i % 16 == 0 {
                 Step::Compact

@@ -79,18 +79,80 @@ async fn gc_reclaims_dead_xl_files_and_keeps_live_ones() {
     db.close().await.unwrap();
 }
 
+/// Issue 16.8: a batch larger than a slab (several blobs written
+/// atomically) was refused. It gets a file of its own, all or nothing:
+/// puts and deletes, large and small, in memory and after a reopen.
 #[tokio::test]
-async fn batches_must_fit_in_a_slab() {
+async fn a_batch_larger_than_a_slab_is_written_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let db = small(dir.path()).open().await.unwrap();
+    let db = small(dir.path()).gc_threshold(0.0).open().await.unwrap();
+    db.put("gone", "before").await.unwrap();
+    db.put("y", "old").await.unwrap();
     let mut batch = WriteBatch::new();
-    batch.put("x", big_value(100_000, 0));
-    batch.put("y", "1");
-    match db.write(batch).await {
-        Err(silt::Error::InvalidArgument(msg)) => assert!(msg.contains("on their own"), "{msg}"),
-        other => panic!("{other:?}"),
+    for i in 0..3u8 {
+        batch.put(vec![b'b', i], big_value(30_000, i)); // 90 KB > a 64 KiB slab
     }
-    assert_eq!(db.get(b"y").await.unwrap(), None);
+    batch.put("x", big_value(100_000, 9));
+    batch.put("y", "1");
+    batch.delete("gone");
+    db.write(batch).await.unwrap();
+    db.put("y", "after").await.unwrap();
+    let check = |db: Db| async move {
+        for i in 0..3u8 {
+            assert_eq!(
+                db.get([b'b', i]).await.unwrap().unwrap(),
+                big_value(30_000, i)
+            );
+        }
+        assert_eq!(db.get("x").await.unwrap().unwrap(), big_value(100_000, 9));
+        assert_eq!(db.get("y").await.unwrap().unwrap(), "after");
+        assert_eq!(db.get("gone").await.unwrap(), None);
+        db
+    };
+    let db = check(db).await;
+    db.close().await.unwrap();
+    let db = check(small(dir.path()).open().await.unwrap()).await;
+    // Compaction moves what fits in a slab and keeps the rest; the deleted
+    // key stays deleted.
+    db.compact().await.unwrap();
+    let db = check(db).await;
+    db.close().await.unwrap();
+    let db = check(small(dir.path()).open().await.unwrap()).await;
+    db.close().await.unwrap();
+}
+
+/// A batch file whose fdatasync fails: none of the batch is visible, now or
+/// after a reopen, and the store goes on.
+#[tokio::test]
+async fn a_failed_large_batch_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = small(dir.path())
+        .durability(silt::Durability::None)
+        .fault_injector(inj.clone())
+        .open()
+        .await
+        .unwrap();
+    inj.set_plan(Some(FaultPlan {
+        kind: OpKind::Sync,
+        nth: 1,
+        fault: Fault::Eio,
+        persistent: false,
+    }));
+    let mut batch = WriteBatch::new();
+    batch.put("a", big_value(40_000, 1));
+    batch.put("b", big_value(40_000, 2));
+    assert!(db.write(batch).await.is_err());
+    inj.set_plan(None);
+    assert_eq!(db.get("a").await.unwrap(), None);
+    assert_eq!(db.get("b").await.unwrap(), None);
+    assert!(data_files(dir.path(), "tmp").is_empty());
+    db.put("c", "1").await.unwrap();
+    db.close().await.unwrap();
+    let db = small(dir.path()).open().await.unwrap();
+    assert_eq!(db.get("a").await.unwrap(), None);
+    assert_eq!(db.get("b").await.unwrap(), None);
+    assert_eq!(db.get("c").await.unwrap().unwrap(), "1");
     db.close().await.unwrap();
 }
 

@@ -53,8 +53,11 @@ pub enum PowerCut {
 pub enum OpKind {
     /// Every operation.
     Any,
-    /// `pwrite`.
+    /// `pwrite` (a plan for `Write` fails durable writes too).
     Write,
+    /// A write made durable in the same operation (io_uring's `RWF_DSYNC`
+    /// WAL writes): a write and an fdatasync at once.
+    DurableWrite,
     /// `fdatasync` of a file.
     Sync,
     /// `fsync` of a directory.
@@ -280,7 +283,10 @@ impl FaultInjector {
             return Err(Fault::Eio);
         }
         let Some(plan) = st.plan else { return Ok(()) };
-        if plan.kind != OpKind::Any && plan.kind != kind {
+        let counts = plan.kind == OpKind::Any
+            || plan.kind == kind
+            || (plan.kind == OpKind::Write && kind == OpKind::DurableWrite);
+        if !counts {
             return Ok(());
         }
         let n = st.kind_ops.entry(format!("{:?}", plan.kind)).or_default();
@@ -462,7 +468,7 @@ impl FileIo for FaultFile {
                 .map_err(DurableWriteError::Write)?;
             return self.sync_data().map_err(DurableWriteError::Sync);
         }
-        match self.inj.check(OpKind::Write) {
+        match self.inj.check(OpKind::DurableWrite) {
             Ok(()) => {
                 self.inner.write_gather_durable(bufs, offset)?;
                 self.wrote(bufs, offset, true);

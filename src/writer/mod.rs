@@ -433,12 +433,11 @@ impl Writer {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                if let [Op::Put(key, value)] = &ops[..] {
-                    if ops[0].encoded_len() > self.shared.config.slab_size - FILE_HEADER_LEN {
-                        let res = self.put_xl(key.clone(), value.clone()).await;
-                        let _ = reply.send(res);
-                        return;
-                    }
+                let total: usize = ops.iter().map(Op::encoded_len).sum();
+                if total > self.shared.config.slab_size - FILE_HEADER_LEN {
+                    let res = self.write_own_file(ops).await;
+                    let _ = reply.send(res);
+                    return;
                 }
                 match self.append(&ops).await {
                     Ok(updates) => {
