@@ -120,7 +120,13 @@ struct State {
 /// # let dir = tempfile::tempdir().unwrap();
 /// use silt::{Fault, FaultInjector, FaultPlan, OpKind};
 /// let inj = FaultInjector::new();
-/// let db = silt::Db::builder(dir.path()).fault_injector(inj.clone()).open().await?;
+/// // The blocking backend: a WAL write, then its fdatasync (on io_uring the
+/// // two are one `OpKind::DurableWrite`).
+/// let db = silt::Db::builder(dir.path())
+///     .io_backend(silt::IoBackend::Std)
+///     .fault_injector(inj.clone())
+///     .open()
+///     .await?;
 /// inj.set_plan(Some(FaultPlan { kind: OpKind::Sync, nth: 1, fault: Fault::Eio, persistent: false }));
 /// assert!(db.put("k", "v").await.is_err()); // its fdatasync failed
 /// assert!(matches!(db.put("k", "v").await, Err(silt::Error::Poisoned { .. })));
