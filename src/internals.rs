@@ -34,6 +34,10 @@ pub fn fuzz_segment_image(data: &[u8]) {
 /// the name (segment, log, junk, the largest id, an id past `u32`, an
 /// unpadded id, id 0) and whether the bytes follow an intact file header,
 /// one with a byte flipped, or none.
+///
+/// The harness panics (`expect`) only when the test machine cannot make
+/// the directory, write a file or start a runtime: set-up failures, not
+/// findings. Not part of the public API.
 pub fn fuzz_open_dir(dir: &std::path::Path, data: &[u8]) -> Option<usize> {
     let data_dir = dir.join("data");
     std::fs::create_dir_all(&data_dir).expect("make the data directory");

@@ -502,6 +502,8 @@ impl FileIo for FaultFile {
         };
         let res = self.inner.sync_data();
         let mut st = lock(&self.inj.state);
+        // Invariant: only this call inserted `token` and only it removes it
+        // (`power_cut` clears the map only with the store closed).
         let (_, snapshot) = st.syncing.remove(&token).expect("own sync");
         res?;
         st.durable.insert(self.ino, snapshot);
