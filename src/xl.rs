@@ -21,6 +21,10 @@ use crate::segment::{encode_footer, FooterEntry, Segment, SegmentIndex};
 use crate::slab::{encode_file_header, encode_predecessor, Predecessor, FILE_HEADER_LEN};
 use std::path::{Path, PathBuf};
 
+/// Writes (of up to `WRITE_CHUNK` bytes) per batch: one batch in flight
+/// to the device and one being written (see `write_and_publish`).
+const WRITE_BEHIND_BATCH: usize = 8;
+
 /// Path of an XL file being written.
 pub(crate) fn temp_path(data_dir: &Path, file_id: u32) -> PathBuf {
     data_dir.join(format!("{file_id:08}.tmp"))
@@ -141,9 +145,25 @@ fn write_and_publish(
     }
     writes.push((&tail, footer_off as u64));
     // Bounded batches, so io_uring has several writes in flight but not a
-    // thousand.
-    for batch in writes.chunks(16) {
+    // thousand. Each batch's range is sent to the device once written and
+    // the one before it waited for (write-behind), so at most two batches
+    // of this file's dirty pages stand in front of other files' writes
+    // (the WAL's fdatasyncs), not the whole value at its fdatasync.
+    let (mut sent, mut waited) = (0u64, 0u64);
+    for batch in writes.chunks(WRITE_BEHIND_BATCH) {
         file.write_many(batch).map_err(write_err)?;
+        let end = batch
+            .iter()
+            .map(|(b, at)| at + b.len() as u64)
+            .fold(sent, u64::max);
+        file.write_behind(sent, end - sent, false)
+            .map_err(write_err)?;
+        if sent > waited {
+            file.write_behind(waited, sent - waited, true)
+                .map_err(write_err)?;
+            waited = sent;
+        }
+        sent = end;
     }
     file.set_len((footer_off + tail.len()) as u64)
         .map_err(write_err)?;

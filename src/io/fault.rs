@@ -16,6 +16,8 @@
 //! `RWF_DSYNC`, driven as production drives it) makes its own range
 //! durable and nothing else.
 
+mod gate;
+
 use super::{DurableWriteError, FileIo, Vfs};
 use std::collections::HashMap;
 use std::io;
@@ -137,6 +139,7 @@ struct State {
 pub struct FaultInjector {
     state: Mutex<State>,
     refuse_uring: std::sync::atomic::AtomicBool,
+    renames: gate::RenameGate,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -178,6 +181,24 @@ impl FaultInjector {
     pub fn refuse_io_uring(&self, on: bool) {
         self.refuse_uring
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// From now until [`FaultInjector::release_renames`], a rename of a
+    /// file whose name ends with `suffix` waits (its thread blocks) before
+    /// it happens: to look at the store while a write is part-way (an XL
+    /// value's file is renamed from `<id>.tmp` once written and synced).
+    pub fn hold_renames(&self, suffix: &str) {
+        self.renames.hold(suffix);
+    }
+
+    /// Lets held renames go on.
+    pub fn release_renames(&self) {
+        self.renames.release();
+    }
+
+    /// Renames waiting now because of [`FaultInjector::hold_renames`].
+    pub fn renames_held(&self) -> usize {
+        self.renames.waiting()
     }
 
     pub(crate) fn refuses_io_uring(&self) -> bool {
@@ -490,6 +511,13 @@ impl FileIo for FaultFile {
         }
     }
 
+    /// Passed through, not counted: it makes nothing durable, so the model
+    /// has nothing to record, and plans count the same operations with
+    /// and without it.
+    fn write_behind(&self, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+        self.inner.write_behind(offset, len, wait)
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.inj.check(OpKind::Sync).map_err(as_io)?;
         let token = {
@@ -561,6 +589,7 @@ impl Vfs for FaultVfs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inj.renames.pass(from);
         self.inj.check(OpKind::Rename).map_err(as_io)?;
         self.inner.rename(from, to)?;
         let mut st = lock(&self.inj.state);

@@ -52,6 +52,9 @@ impl FileIo for StdFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
+    fn write_behind(&self, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+        super::sync_file_range(self.0.as_raw_fd(), offset, len, wait)
+    }
 }
 
 fn open(path: &Path, create: bool, flags: i32) -> io::Result<File> {

@@ -201,6 +201,10 @@ pub(crate) struct Writer {
     last_file: Option<Predecessor>,
     /// Index entries to resolve in the background (`crate::resolve`).
     resolve: mpsc::UnboundedSender<crate::resolve::Resolve>,
+    /// Writes too large for a slab, being written to files of their own.
+    own_files: Vec<xl_put::OwnFileWrite>,
+    /// Writes waiting for one of those (see `xl_put`).
+    held: xl_put::Held,
 }
 
 /// A full slab waiting for its last WAL writes before it is sealed.
@@ -214,6 +218,7 @@ struct Closing {
 enum Event {
     Logged(Result<(), WalError>),
     Requests(usize),
+    OwnFile(usize, xl_put::Written),
 }
 
 /// The oldest group's reply (never resolves if none is in flight).
@@ -264,6 +269,8 @@ impl Writer {
             recovered: init.recovered,
             last_file: init.last_file,
             resolve,
+            own_files: Vec::new(),
+            held: xl_put::Held::default(),
         }
     }
 
@@ -282,7 +289,9 @@ impl Writer {
             let event = tokio::select! {
                 biased;
                 r = oldest_logged(&mut self.inflight) => Event::Logged(r),
-                n = self.rx.recv_many(&mut reqs, MAX_GROUP) => Event::Requests(n),
+                (i, r) = xl_put::own_file_done(&mut self.own_files) => Event::OwnFile(i, r),
+                n = self.rx.recv_many(&mut reqs, MAX_GROUP), if self.held.len() < xl_put::HELD_MAX
+                    => Event::Requests(n),
             };
             match event {
                 Event::Logged(res) => {
@@ -291,6 +300,7 @@ impl Writer {
                     }
                     self.seal_closing().await;
                 }
+                Event::OwnFile(i, res) => self.own_file_written(i, res).await,
                 Event::Requests(0) => break,
                 Event::Requests(_) => {
                     for req in reqs.drain(..) {
@@ -428,27 +438,7 @@ impl Writer {
 
     async fn handle(&mut self, req: Request) {
         match req {
-            Request::Write { ops, reply } => {
-                if let Err(e) = self.shared.check_poisoned() {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                let total: usize = ops.iter().map(Op::encoded_len).sum();
-                if total > self.shared.config.slab_size - FILE_HEADER_LEN {
-                    let res = self.write_own_file(ops).await;
-                    let _ = reply.send(res);
-                    return;
-                }
-                match self.append(&ops).await {
-                    Ok(updates) => {
-                        self.pending.updates.extend(updates);
-                        self.pending.waiters.push(reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
+            Request::Write { ops, reply } => self.write(ops, reply).await,
             Request::Sync { reply } => self.sync(reply).await,
             Request::Flush { reply } => {
                 let res = self.seal_all().await.map(|()| self.highest_sealed);

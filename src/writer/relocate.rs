@@ -31,6 +31,7 @@ impl Writer {
             .iter()
             .chain(inflight)
             .map(|u| key_hash(&u.key))
+            .chain(self.unapplied_hashes())
             .collect();
         let mut later = Vec::new();
         let mut appended = 0;

@@ -222,8 +222,10 @@ impl Writer {
         }
     }
 
-    /// Drains, seals and waits for every flush, then stops the threads.
+    /// Finishes the own-file writes and the writes held behind them, drains,
+    /// seals and waits for every flush, then stops the threads.
     pub(super) async fn shutdown(&mut self) -> Result<()> {
+        self.finish_own_files().await;
         self.drain_wal().await;
         let sealed = match self.shared.check_poisoned() {
             Ok(()) => self.seal_active().await,
