@@ -37,7 +37,8 @@ impl WriteBatch {
     pub fn new() -> WriteBatch {
         WriteBatch::default()
     }
-    /// Adds a put.
+    /// Adds a put. The key is copied (keys are small); the value is taken
+    /// as it is (a `Bytes`, `Vec<u8>` or `String` without a copy).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -51,8 +52,9 @@ impl WriteBatch {
     /// # db.close().await?;
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
-    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.ops.push(Op::Put(key.into(), value.into()));
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) {
+        let key = Bytes::copy_from_slice(key.as_ref());
+        self.ops.push(Op::Put(key, value.into()));
     }
     /// Adds a delete.
     ///
@@ -69,8 +71,9 @@ impl WriteBatch {
     /// # db.close().await?;
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
-    pub fn delete(&mut self, key: impl Into<Bytes>) {
-        self.ops.push(Op::Delete(key.into()));
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.ops
+            .push(Op::Delete(Bytes::copy_from_slice(key.as_ref())));
     }
     /// Number of operations.
     ///

@@ -235,6 +235,9 @@ impl Db {
 
     /// Sets `key` to `value`. Resolves when the write has the configured
     /// [`Durability`](crate::Durability); from then on every `get` sees it.
+    /// The key is anything that derefs to bytes (`"k"`, `&String`,
+    /// `Vec<u8>`, `Bytes`), copied; the value is taken as it is, so a
+    /// `Bytes`, `Vec<u8>` or `String` value is never copied.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -245,9 +248,9 @@ impl Db {
     /// # db.close().await?;
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
-    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
-        self.write_ops(vec![Op::Put(key.into(), value.into())])
-            .await
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<()> {
+        let key = Bytes::copy_from_slice(key.as_ref());
+        self.write_ops(vec![Op::Put(key, value.into())]).await
     }
 
     /// Deletes `key` (a no-op if absent, but still durable when it resolves).
@@ -262,8 +265,9 @@ impl Db {
     /// # db.close().await?;
     /// # Ok::<(), silt::Error>(()) }).unwrap();
     /// ```
-    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<()> {
-        self.write_ops(vec![Op::Delete(key.into())]).await
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = Bytes::copy_from_slice(key.as_ref());
+        self.write_ops(vec![Op::Delete(key)]).await
     }
 
     /// Applies a batch atomically.

@@ -283,3 +283,35 @@ fn dropping_the_runtime_makes_calls_return_closed() {
     let rt2 = tokio::runtime::Runtime::new().unwrap();
     assert!(matches!(rt2.block_on(db.put("k", "w")), Err(Error::Closed)));
 }
+
+/// Keys as users pass them (issue 17): `&str`, `&String`, `Vec<u8>`, byte
+/// arrays and `Bytes` everywhere a key is taken; a value is taken as it is.
+#[tokio::test]
+async fn keys_are_taken_as_users_pass_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    let key = String::from("user:1");
+    db.put(&key, "ada").await.unwrap();
+    db.put("user:2", String::from("grace")).await.unwrap();
+    db.put(vec![1u8, 2], bytes::Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    assert_eq!(db.get("user:1").await.unwrap().unwrap(), "ada");
+    assert_eq!(db.get(&key).await.unwrap().unwrap(), "ada");
+    assert_eq!(db.get(key.clone()).await.unwrap().unwrap(), "ada");
+    assert!(db.contains_key(vec![1u8, 2]).await.unwrap());
+    assert!(db.contains_key([1u8, 2]).await.unwrap());
+    assert!(db.contains_key(bytes::Bytes::from("user:2")).await.unwrap());
+    let mut batch = silt::WriteBatch::new();
+    batch.put(&key, "lovelace");
+    batch.delete(String::from("user:2"));
+    db.write(batch).await.unwrap();
+    db.delete("user:1").await.unwrap();
+    db.delete(&vec![1u8, 2]).await.unwrap();
+    assert_eq!(
+        db.get_many(&[key.as_str(), "user:2"]).await.unwrap(),
+        vec![None, None]
+    );
+    assert_eq!(db.get([1u8, 2]).await.unwrap(), None);
+    db.close().await.unwrap();
+}
