@@ -10,49 +10,90 @@
 //!
 //! `cargo run --release --example kv_server -- [DIR] [ADDR]` (default a
 //! temp dir and 127.0.0.1:7878), then e.g. `printf 'PUT a 1\nGET a\n' | nc 127.0.0.1 7878`.
-//! Ctrl-C closes the store cleanly.
+//! Ctrl-C shuts it down gracefully: no new connections, every request in
+//! flight answered, then the store closed.
 
 use silt::Db;
+use std::future::Future;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// Accepts connections forever, each served by its own task.
 pub async fn serve(listener: TcpListener, db: Db) -> std::io::Result<()> {
+    serve_until(listener, db, std::future::pending()).await
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, lets each
+/// connection finish the request it is working on (one waiting for its
+/// next request is closed), and returns once every connection is done.
+/// The caller then closes the store: every `OK` sent is in it.
+pub async fn serve_until(
+    listener: TcpListener,
+    db: Db,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
     loop {
-        let (socket, _) = listener.accept().await?;
-        let db = db.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(socket, db).await {
-                eprintln!("connection error: {e}");
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (socket, _) = accepted?;
+                connections.spawn(connection(socket, db.clone(), stop_rx.clone()));
             }
-        });
+            Some(done) = connections.join_next(), if !connections.is_empty() => report(done),
+        }
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    while let Some(done) = connections.join_next().await {
+        report(done);
+    }
+    Ok(())
+}
+
+fn report(done: Result<std::io::Result<()>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("connection error: {e}"),
+        Err(e) => eprintln!("connection task failed: {e}"),
     }
 }
 
-async fn connection(socket: TcpStream, db: Db) -> std::io::Result<()> {
+async fn connection(
+    socket: TcpStream,
+    db: Db,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        // `next_line` is cancel safe: a shutdown between requests loses no
+        // part of a line. A request already read is answered in full.
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let Some(line) = line else { return Ok(()) };
         let mut reply = respond(&db, &line).await;
         reply.push('\n');
         write.write_all(reply.as_bytes()).await?;
     }
-    Ok(())
 }
 
 /// The reply to one request line.
 pub async fn respond(db: &Db, line: &str) -> String {
     let mut parts = line.splitn(3, ' ');
     let result = match (parts.next(), parts.next(), parts.next()) {
-        (Some("GET"), Some(k), None) => db.get(k.as_bytes()).await.map(|v| match v {
+        (Some("GET"), Some(k), None) => db.get(k).await.map(|v| match v {
             Some(v) => format!("VALUE {}", String::from_utf8_lossy(&v)),
             None => "NOT_FOUND".to_string(),
         }),
-        (Some("PUT"), Some(k), Some(v)) => db
-            .put(k.to_owned(), v.to_owned())
-            .await
-            .map(|()| "OK".into()),
-        (Some("DEL"), Some(k), None) => db.delete(k.to_owned()).await.map(|()| "OK".into()),
+        (Some("PUT"), Some(k), Some(v)) => db.put(k, v.to_owned()).await.map(|()| "OK".into()),
+        (Some("DEL"), Some(k), None) => db.delete(k).await.map(|()| "OK".into()),
         _ => Ok("ERR usage: GET key | PUT key value | DEL key".into()),
     };
     result.unwrap_or_else(|e| format!("ERR {e}"))
@@ -71,10 +112,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Db::open(&dir).await?;
     let listener = TcpListener::bind(&addr).await?;
     println!("serving {} on {}", dir.display(), listener.local_addr()?);
-    tokio::select! {
-        res = serve(listener, db.clone()) => res?,
-        _ = tokio::signal::ctrl_c() => println!("closing"),
-    }
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down: finishing requests in flight");
+    };
+    serve_until(listener, db.clone(), ctrl_c).await?;
     db.close().await?;
+    println!("closed");
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::flush;
 use crate::io::std_backend::StdVfs;
 use crate::io::uring::UringVfs;
 use crate::io::Vfs;
-use crate::options::{ColdReads, Durability, IoBackend};
+use crate::options::{ColdReads, Durability, IoBackend, StoreRuntime};
 use crate::recovery;
 use crate::registry::Registry;
 use crate::shared::{Config, Shared};
@@ -46,6 +46,7 @@ pub struct Builder {
     io_backend: Option<IoBackend>,
     capacity: Option<u64>,
     gc_threshold: f64,
+    runtime: StoreRuntime,
     #[cfg(feature = "fault-injection")]
     fault: Option<Arc<crate::FaultInjector>>,
 }
@@ -82,6 +83,7 @@ impl Builder {
             io_backend: None,
             capacity: None,
             gc_threshold: 0.5,
+            runtime: StoreRuntime::Auto,
             #[cfg(feature = "fault-injection")]
             fault: None,
         }
@@ -242,6 +244,28 @@ impl Builder {
         self
     }
 
+    /// Where the writer task runs (default [`StoreRuntime::Auto`]: the
+    /// opener's runtime if it is multi-thread, else a runtime of the
+    /// store's own).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// // No Tokio runtime here: the store brings its own.
+    /// futures::executor::block_on(async {
+    ///     let db = silt::Db::builder(dir.path())
+    ///         .runtime(silt::StoreRuntime::Dedicated)
+    ///         .open()
+    ///         .await?;
+    ///     db.put("k", "v").await?;
+    ///     db.close().await
+    /// })?;
+    /// # Ok::<(), silt::Error>(())
+    /// ```
+    pub fn runtime(mut self, placement: StoreRuntime) -> Self {
+        self.runtime = placement;
+        self
+    }
+
     /// The I/O engine (default [`IoBackend::Auto`]: io_uring if the kernel
     /// allows it, else blocking calls; the `SILT_IO_BACKEND` environment
     /// variable changes the default). `stats().io_backend` says which runs.
@@ -258,6 +282,25 @@ impl Builder {
     pub fn io_backend(mut self, b: IoBackend) -> Self {
         self.io_backend = Some(b);
         self
+    }
+
+    /// Where the writer will run (see [`StoreRuntime`]).
+    fn placement(&self) -> Result<crate::runtime::Placement> {
+        use crate::runtime::Placement;
+        let current = tokio::runtime::Handle::try_current().ok();
+        let multi_thread = current
+            .as_ref()
+            .is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let dedicated = || crate::runtime::start().map(|(h, l)| Placement::Dedicated(h, l));
+        match (self.runtime, current) {
+            (StoreRuntime::Dedicated, _) => dedicated(),
+            (StoreRuntime::Auto, Some(h)) if multi_thread => Ok(Placement::Caller(h)),
+            (StoreRuntime::Auto, _) => dedicated(),
+            (StoreRuntime::Caller, Some(h)) => Ok(Placement::Caller(h)),
+            (StoreRuntime::Caller, None) => Err(Error::Config(
+                "StoreRuntime::Caller needs a Tokio runtime to open from".into(),
+            )),
+        }
     }
 
     /// The backend that will run: the explicit choice, else the environment
@@ -370,8 +413,17 @@ impl Builder {
         })
     }
 
-    /// Opens (creating if needed) the store. Must run inside a Tokio
-    /// runtime: the writer task is spawned on it.
+    /// Opens (creating if needed) the store. Its writer runs where
+    /// [`Builder::runtime`] says: by default on the opener's runtime if it
+    /// is multi-thread, else on a thread and runtime of the store's own
+    /// (so this also works on a `current_thread` runtime or outside any).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it returns, the recovery it started runs to its end
+    /// on the blocking pool and the store it opened is dropped with its
+    /// lock (before its writer starts: nothing is written); nothing is
+    /// lost. Open again to use it.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -384,9 +436,8 @@ impl Builder {
     /// ```
     pub async fn open(self) -> Result<Db> {
         let config = self.config()?;
-        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Config("Db::open must be called from within a Tokio runtime".into())
-        })?;
+        let placement = self.placement()?;
+        let rt = placement.handle().clone();
         let path = self.path.clone();
         let backend = self.resolve_backend()?;
         let vfs = self.vfs(backend);
@@ -403,6 +454,10 @@ impl Builder {
             })
             .await
             .map_err(|_| Error::Closed)??;
+        // From here on nothing awaits: a dropped `open` either never got
+        // this far (the recovered store is dropped with its lock) or
+        // returns the launched store to nobody (every sender dropped, the
+        // writer shuts it down).
         let (shared, init) = opened;
         let (tx, rx) = mpsc::channel(4096);
         let sync = shared.config.durability == Durability::Sync;
@@ -429,9 +484,12 @@ impl Builder {
         let flush_tx = flush::start_workers(shared.config.flush_workers, queue, shared.clone())?;
         let resolve = crate::resolve::spawn(&rt, shared.clone());
         let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init, resolve);
-        rt.spawn(writer.run());
         crate::gc::spawn_background(&rt, shared.clone(), tx.downgrade());
-        Ok(Db::from_parts(tx, shared))
+        let (halt_tx, halt_rx) = tokio::sync::oneshot::channel();
+        *crate::sync::lock(&shared.halt) = Some(halt_tx);
+        let life = crate::runtime::store_life(writer, shared.clone(), halt_rx);
+        placement.run(life, shared.clone());
+        Ok(Db::from_parts(tx, shared, rt))
     }
 }
 
@@ -440,6 +498,10 @@ impl Builder {
     /// lock, no writer task, no threads. Of the knobs, `verify_checksums`
     /// applies (records of unsealed files are always CRC-checked); the
     /// others are the writer's.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Db::open_read_only`].
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -457,7 +519,7 @@ impl Builder {
         config.read_only = true;
         let data_dir = self.path.join("data");
         let span = tracing::info_span!("open_read_only", path = %self.path.display());
-        let opened = tokio::task::spawn_blocking(move || {
+        let opened = crate::runtime::off_runtime(move || {
             let _enter = span.enter();
             if !data_dir.is_dir() {
                 return Err(Error::io(
@@ -482,8 +544,7 @@ impl Builder {
             );
             Ok((shared, state))
         })
-        .await
-        .map_err(|_| Error::Closed)??;
+        .await??;
         let (shared, state) = opened;
         Ok(Db::follower(Arc::new(shared), state))
     }

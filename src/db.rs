@@ -24,8 +24,8 @@ struct Handle {
 /// What a handle talks to.
 #[derive(Debug)]
 enum Role {
-    /// The writer task.
-    Writer(mpsc::Sender<Request>),
+    /// The writer task, and the store's runtime it runs on.
+    Writer(mpsc::Sender<Request>, tokio::runtime::Handle),
     /// Nothing: a read-only follower, with what it has loaded, moved
     /// forward by `refresh` (one at a time).
     Follower(Arc<tokio::sync::Mutex<crate::follower::FollowerState>>),
@@ -45,9 +45,47 @@ enum Role {
 /// db.close().await?;
 /// # Ok::<(), silt::Error>(()) }).unwrap();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Db {
     inner: Arc<Handle>,
+}
+
+/// The path, the mode and a few counters; not the channels and maps
+/// inside.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::open(dir.path()).await?;
+/// db.put("k", "v").await?;
+/// let shown = format!("{db:?}");
+/// assert!(shown.starts_with("Db { path: "), "{shown}");
+/// assert!(shown.contains("keys: 1") && shown.len() < 400, "{shown}");
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = self.shared();
+        let mode = match self.inner.role {
+            Role::Writer(..) => "writer",
+            Role::Follower(_) => "follower",
+        };
+        let (slabs, segments, _) = shared.registry.counts();
+        f.debug_struct("Db")
+            .field(
+                "path",
+                &shared.registry.data_dir().parent().unwrap_or(Path::new("")),
+            )
+            .field("mode", &mode)
+            .field("durability", &shared.config.durability)
+            .field("io_backend", &shared.backend)
+            .field("open", &shared.check_open().is_ok())
+            .field("keys", &shared.index.len())
+            .field("slabs_in_memory", &slabs)
+            .field("segments", &segments)
+            .finish()
+    }
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
@@ -65,10 +103,14 @@ fn check_key(key: &[u8]) -> Result<()> {
 
 impl Db {
     /// A handle on a freshly opened store (called by `Builder::open`).
-    pub(crate) fn from_parts(tx: mpsc::Sender<Request>, shared: Arc<Shared>) -> Db {
+    pub(crate) fn from_parts(
+        tx: mpsc::Sender<Request>,
+        shared: Arc<Shared>,
+        rt: tokio::runtime::Handle,
+    ) -> Db {
         Db {
             inner: Arc::new(Handle {
-                role: Role::Writer(tx),
+                role: Role::Writer(tx, rt),
                 shared,
             }),
         }
@@ -94,6 +136,12 @@ impl Db {
     /// not apply, except through [`Builder::open_read_only`]. Its `stats()`
     /// count what it has loaded; the space figures (`record_bytes`,
     /// `live_bytes`, [`Db::file_space`]) are kept by the writer only.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it returns, the load it started runs to its end on
+    /// a thread of its own and is then dropped. A follower holds no lock,
+    /// so nothing waits for it.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -137,20 +185,22 @@ impl Db {
         // next refresh waits for it.
         let mut state = state.clone().lock_owned().await;
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || state.refresh(&shared).map(drop))
-            .await
-            .map_err(|_| Error::Closed)?
+        crate::runtime::off_runtime(move || state.refresh(&shared).map(drop)).await?
     }
 
     /// The writer task's channel; `ReadOnly` on a follower.
     fn writer(&self) -> Result<&mpsc::Sender<Request>> {
         match &self.inner.role {
-            Role::Writer(tx) => Ok(tx),
+            Role::Writer(tx, _) => Ok(tx),
             Role::Follower(_) => Err(Error::ReadOnly),
         }
     }
 
     /// Opens the store at `path` with every default.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Builder::open`](crate::Builder::open).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -187,8 +237,9 @@ impl Db {
         self.shared().check_open()?;
         let writer = self.writer()?;
         let (tx, rx) = oneshot::channel();
-        writer.send(make(tx)).await.map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        let stopped = || self.shared().stopped_error();
+        writer.send(make(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     async fn write_ops(&self, ops: Vec<Op>) -> Result<()> {
@@ -239,6 +290,18 @@ impl Db {
     /// `Vec<u8>`, `Bytes`), copied; the value is taken as it is, so a
     /// `Bytes`, `Vec<u8>` or `String` value is never copied.
     ///
+    /// # Cancel safety
+    ///
+    /// The write is queued with the writer at the first poll that finds
+    /// room in its queue (the first poll, unless 4,096 requests wait
+    /// there), after its arguments are checked. Dropped before that,
+    /// nothing is written. Dropped after, it goes on exactly as if it were
+    /// awaited (`tokio::time::timeout` polls it once even with a zero
+    /// duration): it is applied or fails, and only the answer is lost. To
+    /// learn the outcome, await a later [`Db::flush`], which returns once
+    /// every write queued before it is applied or has failed; a `get` then
+    /// tells which.
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
@@ -254,6 +317,10 @@ impl Db {
     }
 
     /// Deletes `key` (a no-op if absent, but still durable when it resolves).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Db::put`].
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -271,6 +338,11 @@ impl Db {
     }
 
     /// Applies a batch atomically.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Db::put`]: once queued, the whole batch is applied or none of
+    /// it, whether or not the future is still awaited.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -423,6 +495,11 @@ impl Db {
     /// live before the scan and not changed during it is yielded exactly
     /// once (GC moving it meanwhile included).
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the stream stops the scan; reads in flight finish on the
+    /// I/O threads and their bytes are freed. It changes nothing.
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
@@ -447,6 +524,13 @@ impl Db {
     /// Makes every acknowledged write durable (an fdatasync under
     /// `Buffered`, a flush under `None`; a no-op under `Sync`).
     ///
+    /// # Cancel safety
+    ///
+    /// Under `Sync` it returns at once. Otherwise the request is queued at
+    /// the first poll; dropped after that, the fdatasync (`Buffered`) or
+    /// the flush (`None`) still runs to its end in the background, and
+    /// only the answer is lost (a later `sync` covers the same writes).
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
@@ -463,6 +547,12 @@ impl Db {
 
     /// Seals the active slab and waits until every slab is a published
     /// segment file.
+    ///
+    /// # Cancel safety
+    ///
+    /// The request is queued at the first poll. Dropped after that, the
+    /// slabs are still sealed and flushed in the background; what is
+    /// dropped is the wait for it.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -504,6 +594,13 @@ impl Db {
     /// same for segments under [`Builder::gc_threshold`]; this reclaims
     /// everything now. A no-op in cache mode. RocksDB: `CompactRange`.
     ///
+    /// # Cancel safety
+    ///
+    /// Dropped, the compaction stops at its next await point on the
+    /// store's runtime. Nothing is lost: records it already moved are in
+    /// their new place, a segment is deleted only after its moves are
+    /// durable, and what it did not reach waits for the next compaction.
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
@@ -533,9 +630,17 @@ impl Db {
     /// [`Builder::gc_threshold`]: crate::Builder::gc_threshold
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.shared().check_open()?;
-        let writer = self.writer()?;
-        let report =
-            crate::gc::compact(&self.inner.shared, writer, crate::gc::Pick::AnyGarbage).await?;
+        let Role::Writer(writer, rt) = &self.inner.role else {
+            return Err(Error::ReadOnly);
+        };
+        // On the store's runtime, so that its file work runs on the store's
+        // blocking pool whatever executor the caller is on.
+        let (shared, writer) = (self.inner.shared.clone(), writer.clone());
+        let task = rt.spawn(async move {
+            crate::gc::compact(&shared, &writer, crate::gc::Pick::AnyGarbage).await
+        });
+        let _stop_if_dropped = crate::runtime::AbortOnDrop(task.abort_handle());
+        let report = task.await.map_err(|_| self.shared().stopped_error())??;
         self.shared().wait_resolved().await;
         Ok(report)
     }
@@ -564,6 +669,14 @@ impl Db {
     /// of this handle get [`Error::Closed`] afterwards. Closing an already
     /// closed store is `Ok`.
     ///
+    /// # Cancel safety
+    ///
+    /// The request is queued at the first poll. Dropped after that, the
+    /// store still shuts down to its end: writes drained, slabs flushed,
+    /// threads joined and the lock released (a reopen works even while
+    /// clones of this handle live on), and every clone gets
+    /// [`Error::Closed`]. Dropped before, nothing happened.
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// # let dir = tempfile::tempdir().unwrap();
@@ -578,10 +691,10 @@ impl Db {
             self.shared().closed.store(true, Ordering::Release);
             let readers = self.shared().reader.shutdown();
             if !readers.is_empty() {
-                let _ = tokio::task::spawn_blocking(move || {
+                crate::runtime::off_runtime(move || {
                     readers.into_iter().for_each(|t| drop(t.join()))
                 })
-                .await;
+                .await?;
             }
             return Ok(());
         }
@@ -589,27 +702,30 @@ impl Db {
             Err(Error::Closed) => Ok(()),
             other => other,
         };
+        // A store that stopped on its own says why, once.
         self.shared().closed.store(true, Ordering::Release);
-        // Stop background GC (aborting at an await point is safe: a
-        // compaction deletes a file only after its moves are durable, in
-        // one step without an await), then wait for any compaction still
-        // holding the lock: no file of this store is deleted after `close`
-        // returns.
-        if let Some(gc) = crate::sync::lock(&self.shared().gc_task).take() {
-            gc.abort();
+        // The store's thread stops GC, waits for a compaction, joins the
+        // store's threads and releases the lock, then reports stopped: no
+        // file of this store changes after `close` returns.
+        let mut stopped = self.shared().stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+        if let Some(thread) = crate::sync::lock(&self.shared().store_thread).take() {
+            crate::runtime::join_exiting(thread);
         }
-        drop(self.shared().compacting.lock().await);
-        // The writer dropped the threads' channels before replying, so they
-        // are exiting: wait for them, so nothing of this store runs on.
-        let mut threads = std::mem::take(&mut *crate::sync::lock(&self.shared().threads));
-        threads.extend(self.shared().reader.shutdown());
-        if !threads.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || {
-                threads.into_iter().for_each(|t| drop(t.join()))
-            })
-            .await;
-        }
-        drop(crate::sync::lock(&self.shared().lock_file).take());
         res
+    }
+
+    /// Stops the store where it is, as a killed process would: the writer
+    /// is dropped at its current await point, nothing is sealed, flushed
+    /// or closed; the lock is released once every handle is dropped.
+    /// Tests use it to crash a store in this process.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub async fn simulate_crash(self) {
+        if let Some(halt) = crate::sync::lock(&self.shared().halt).take() {
+            let _ = halt.send(());
+        }
+        let mut stopped = self.shared().stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
     }
 }

@@ -51,9 +51,19 @@ pub enum Error {
     /// Nothing was written.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The store was closed, or the runtime that ran its writer shut down.
+    /// The store was closed by [`Db::close`](crate::Db::close) (or every
+    /// handle was dropped).
     #[error("the store is closed")]
     Closed,
+    /// The store stopped without a `close`: its writer panicked, the Tokio
+    /// runtime it ran on shut down, or a thread it needs is gone. What it
+    /// had acknowledged is safe as its durability promised; reopen it.
+    #[error("the store stopped: {cause}")]
+    Stopped {
+        /// Why.
+        #[source]
+        cause: StopCause,
+    },
     /// A write was attempted through a read-only handle.
     #[error("the store was opened read-only")]
     ReadOnly,
@@ -73,9 +83,33 @@ pub enum Error {
     /// lesson.)
     #[error("the store refuses writes after an earlier failure: {cause}")]
     Poisoned {
-        /// The failure that poisoned the store.
+        /// The failure that poisoned the store, as text.
         cause: String,
+        /// The failure that poisoned the store.
+        #[source]
+        source: Arc<Error>,
     },
+}
+
+/// Why a store stopped without a `close` ([`Error::Stopped`]).
+///
+/// ```
+/// let e = silt::Error::Stopped { cause: silt::StopCause::RuntimeShutDown };
+/// assert!(std::error::Error::source(&e).unwrap().to_string().contains("runtime"));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopCause {
+    /// The writer task panicked (a bug in silt: please report it).
+    #[error("the writer task panicked: {0}")]
+    WriterPanicked(String),
+    /// The Tokio runtime the writer ran on shut down
+    /// ([`StoreRuntime::Caller`](crate::StoreRuntime::Caller)).
+    #[error("the Tokio runtime the writer ran on shut down")]
+    RuntimeShutDown,
+    /// A background thread the store needs exited (it names which).
+    #[error("the store's {0} is gone")]
+    ThreadGone(&'static str),
 }
 
 /// `std::result::Result` with silt's [`Error`].

@@ -75,7 +75,8 @@ struct FlushDone<'a>(&'a Shared, u32);
 impl Drop for FlushDone<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.poison(&Error::Closed);
+            let cause = crate::error::StopCause::ThreadGone("flush worker (it panicked)");
+            self.0.poison(&Error::Stopped { cause });
         }
         self.0.flush_done(self.1);
     }

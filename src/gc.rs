@@ -43,6 +43,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 /// What a compaction did.
 ///
@@ -121,7 +122,12 @@ pub(crate) async fn compact(
     let candidates = pick.candidates(segments);
     for seg in candidates {
         shared.check_open()?;
-        compact_segment(shared, tx, &seg, &mut report).await?;
+        // Instrumented, not entered: a guard held across awaits would
+        // mark whatever else runs on this thread meanwhile.
+        let span = tracing::debug_span!(parent: &span, "compact_segment", file_id = seg.file_id());
+        compact_segment(shared, tx, &seg, &mut report)
+            .instrument(span)
+            .await?;
     }
     report.duration = started.elapsed();
     let c = &shared.counters;
@@ -131,13 +137,22 @@ pub(crate) async fn compact(
     c.gc_reclaimed_bytes
         .fetch_add(report.bytes_reclaimed, Ordering::Relaxed);
     span.in_scope(|| {
-        tracing::info!(
-            files = report.files_rewritten,
-            moved = report.records_moved,
-            reclaimed = report.bytes_reclaimed,
-            ms = report.duration.as_secs_f64() * 1e3,
-            "compacted"
-        )
+        // A routine background pass that found nothing is not news.
+        if report.files_rewritten == 0 && report.files_kept == 0 {
+            tracing::debug!(
+                ms = report.duration.as_secs_f64() * 1e3,
+                "compacted nothing"
+            );
+        } else {
+            tracing::info!(
+                files = report.files_rewritten,
+                kept = report.files_kept,
+                moved = report.records_moved,
+                reclaimed = report.bytes_reclaimed,
+                ms = report.duration.as_secs_f64() * 1e3,
+                "compacted"
+            )
+        }
     });
     Ok(report)
 }
@@ -219,6 +234,7 @@ async fn ask<T>(
 ) -> Result<T> {
     let (reply, rx) = oneshot::channel();
     tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
+    // GC only runs while the store does; whoever stopped it reports why.
     rx.await.map_err(|_| Error::Closed)?
 }
 
@@ -239,8 +255,11 @@ fn is_live(shared: &Shared, id: u32, e: &FooterEntry) -> bool {
 
 /// Runs `f` on the blocking pool: footers are walked through the
 /// mappings, which may wait for the disk.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    crate::runtime::spawn_blocking(shared, f)
         .await
         .map_err(|_| Error::Closed)
 }
@@ -275,10 +294,8 @@ async fn compact_segment(
     report: &mut CompactionReport,
 ) -> Result<()> {
     let id = seg.file_id();
-    let span = tracing::debug_span!("compact_segment", file_id = id);
-    let _enter = span.enter();
     let footer_of = seg.clone();
-    let entries = blocking(move || Source::Segment(footer_of).entries()).await?;
+    let entries = blocking(shared, move || Source::Segment(footer_of).entries()).await?;
     let room = shared.config.slab_size - FILE_HEADER_LEN;
     if entries
         .iter()
@@ -290,7 +307,10 @@ async fn compact_segment(
     }
     let needed = {
         let (shared, deleted) = (shared.clone(), deleted_hashes(&entries));
-        blocking(move || tombstones_needed(&shared, id, &deleted)).await?
+        blocking(&shared.clone(), move || {
+            tombstones_needed(&shared, id, &deleted)
+        })
+        .await?
     };
     let (keep, drop): (Vec<&FooterEntry>, Vec<&FooterEntry>) = entries
         .iter()
@@ -370,7 +390,13 @@ async fn compact_segment(
     }
     // The moved records must be durable before the only other copy goes.
     ask(tx, |reply| Request::Sync { reply }).await?;
-    drop_segment(shared, id, "delete compacted segment")?;
+    // An unlink and a directory fsync: on the blocking pool, not the
+    // store's runtime thread, where the writer runs.
+    let s = shared.clone();
+    blocking(shared, move || {
+        drop_segment(&s, id, "delete compacted segment")
+    })
+    .await??;
     report.files_rewritten += 1;
     report.bytes_reclaimed += (seg.len() as u64).saturating_sub(written);
     Ok(())

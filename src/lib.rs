@@ -87,6 +87,8 @@ mod resident;
 #[cfg(not(loom))]
 mod resolve;
 #[cfg(not(loom))]
+mod runtime;
+#[cfg(not(loom))]
 mod scan;
 #[cfg(not(loom))]
 mod segment;
@@ -115,11 +117,11 @@ pub use batch::WriteBatch;
 pub use builder::{Builder, IO_BACKEND_ENV};
 #[cfg(not(loom))]
 pub use db::Db;
-pub use error::{Error, Result};
+pub use error::{Error, Result, StopCause};
 #[cfg(not(loom))]
 pub use gc::CompactionReport;
 #[cfg(not(loom))]
-pub use options::{ColdReads, Durability, IoBackend};
+pub use options::{ColdReads, Durability, IoBackend, StoreRuntime};
 #[cfg(not(loom))]
 pub use space::FileSpace;
 #[cfg(not(loom))]

@@ -84,3 +84,38 @@ pub enum ColdReads {
     /// 100 % direct, docs/decisions.md).
     Direct,
 }
+
+/// Where the store's writer task (and background GC) runs.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = silt::Db::builder(dir.path())
+///     .runtime(silt::StoreRuntime::Dedicated) // outlives this runtime
+///     .open()
+///     .await?;
+/// # db.close().await?;
+/// # Ok::<(), silt::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreRuntime {
+    /// `Caller` when opened on a multi-thread Tokio runtime; `Dedicated`
+    /// on a `current_thread` runtime (whose one thread may be busy with
+    /// synchronous work while other runtimes call the store) or outside
+    /// any Tokio runtime.
+    #[default]
+    Auto,
+    /// On the runtime that opens the store: a write from one of its tasks
+    /// reaches the writer without a thread switch (measured: 284,000
+    /// sequential `Buffered` puts/s from one task, against 58,000 with
+    /// `Dedicated`). The store stops when that runtime shuts down: its
+    /// lock is released and handles used elsewhere get
+    /// [`Error::Closed`](crate::Error::Closed). Opening outside a
+    /// runtime is an [`Error::Config`](crate::Error::Config).
+    Caller,
+    /// On a thread and `current_thread` runtime of the store's own: it
+    /// outlives the runtime that opened it and serves callers on any
+    /// runtime (or none, e.g. `futures::executor::block_on`); each write
+    /// crosses threads.
+    Dedicated,
+}

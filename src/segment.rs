@@ -375,15 +375,14 @@ impl Segment {
             self.map
                 .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
         };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.file.file());
+        // Dirty pages (a file just written through the page cache, not yet
+        // written back) are not dropped: write them back first, so the
+        // next read really goes to the disk.
+        // SAFETY: fdatasync only reads its argument.
+        let _ = unsafe { libc::fdatasync(fd) };
         // SAFETY: posix_fadvise only reads its arguments.
-        unsafe {
-            libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(self.file.file()),
-                0,
-                0,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
+        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
         self.residency.forget();
     }
 }

@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     pub gc_wake: Notify,
     /// Held by the one compaction that may run at a time.
     pub compacting: tokio::sync::Mutex<()>,
-    /// The background GC task, aborted by `close`.
+    /// The background GC task, aborted when the store stops.
     pub gc_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Whether the file system accepted O_DIRECT for WAL writes.
     pub wal_direct: Arc<AtomicBool>,
@@ -87,12 +87,24 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// The flock'ed `LOCK` file; dropped by `close`.
     pub lock_file: Mutex<Option<File>>,
-    /// The log thread and flush workers, joined by `close`.
+    /// The log thread and flush workers, joined when the store stops.
     pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// `true` once the store has stopped: its threads joined, its lock
+    /// released (see `crate::runtime`). `close` waits for it.
+    pub stopped: tokio::sync::watch::Sender<bool>,
+    /// The store's own thread (`StoreRuntime::Dedicated`), joined by
+    /// `close` once it reported stopped.
+    pub store_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Blocking-pool work still running (see `crate::runtime`).
+    pub blocking_work: crate::runtime::BlockingWork,
+    /// Stops the writer where it is, as a crash would (tests).
+    pub halt: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Bytes reserved for files being written (cache mode); held while
     /// evicting, so flush workers finishing together cannot overshoot.
     pub evicting: Mutex<u64>,
-    poisoned: Mutex<Option<String>>,
+    poisoned: Mutex<Option<Error>>,
+    /// Why the store stopped without a `close`, if it did.
+    stop_cause: Mutex<Option<crate::error::StopCause>>,
     flushing: crate::flushing::FlushTracker,
 }
 
@@ -127,22 +139,43 @@ impl Shared {
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(lock_file),
             threads: Mutex::new(Vec::new()),
+            stopped: tokio::sync::watch::Sender::new(false),
+            halt: Mutex::new(None),
+            blocking_work: Default::default(),
+            store_thread: Mutex::new(None),
             evicting: Mutex::new(0),
             poisoned: Mutex::new(None),
+            stop_cause: Mutex::new(None),
             flushing: crate::flushing::FlushTracker::new(),
         }
     }
 
     /// Enters the failed state (first cause wins).
     pub fn poison(&self, cause: &Error) {
-        lock(&self.poisoned).get_or_insert_with(|| cause.to_string());
+        lock(&self.poisoned).get_or_insert_with(|| cause.clone());
+    }
+
+    /// Records why the store stopped without a `close` (the latest, more
+    /// precise word wins: a panic's message over "unfinished").
+    pub fn stopped_because(&self, cause: crate::error::StopCause) {
+        *lock(&self.stop_cause) = Some(cause);
+    }
+
+    /// What a call on a stopped store gets: `Closed` after a `close` (or
+    /// with every handle dropped), else `Stopped` with the cause.
+    pub fn stopped_error(&self) -> Error {
+        match lock(&self.stop_cause).clone() {
+            Some(cause) => Error::Stopped { cause },
+            None => Error::Closed,
+        }
     }
 
     /// `Err(Poisoned)` once a write or flush has failed.
     pub fn check_poisoned(&self) -> Result<()> {
         match &*lock(&self.poisoned) {
             Some(cause) => Err(Error::Poisoned {
-                cause: cause.clone(),
+                cause: cause.to_string(),
+                source: std::sync::Arc::new(cause.clone()),
             }),
             None => Ok(()),
         }
@@ -169,7 +202,7 @@ impl Shared {
 
     pub fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
+            Err(self.stopped_error())
         } else {
             Ok(())
         }
@@ -200,7 +233,7 @@ impl Shared {
         if all_flushed {
             Ok(())
         } else {
-            Err(Error::Closed)
+            Err(self.stopped_error())
         }
     }
 }

@@ -266,22 +266,104 @@ async fn builder_rejects_bad_knobs_by_name() {
     db.close().await.unwrap();
 }
 
+/// Outside any Tokio runtime (here the `futures` executor) every call
+/// works: the store runs on a runtime of its own (issue 17).
 #[test]
-fn open_outside_a_tokio_runtime_is_an_error() {
+fn a_store_works_outside_any_tokio_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let res = futures::executor::block_on(Db::open(dir.path()));
-    assert!(matches!(res, Err(Error::Config(_))), "{res:?}");
+    futures::executor::block_on(async {
+        let db = Db::builder(dir.path())
+            .slab_size(64 * 1024)
+            .gc_threshold(0.0)
+            .open()
+            .await
+            .unwrap();
+        for i in 0..2000u32 {
+            db.put(i.to_be_bytes(), vec![1u8; 100]).await.unwrap();
+        }
+        for i in 0..1000u32 {
+            db.delete(i.to_be_bytes()).await.unwrap();
+        }
+        db.sync().await.unwrap();
+        db.flush().await.unwrap();
+        assert!(db.compact().await.unwrap().files_rewritten > 0);
+        assert_eq!(
+            db.get(1500u32.to_be_bytes()).await.unwrap().unwrap().len(),
+            100
+        );
+        let follower = Db::open_read_only(dir.path()).await.unwrap();
+        follower.refresh().await.unwrap();
+        assert!(follower.contains_key(1999u32.to_be_bytes()).await.unwrap());
+        follower.close().await.unwrap();
+        db.close().await.unwrap();
+        let db = Db::open(dir.path()).await.unwrap();
+        assert_eq!(db.stats().keys, 1000);
+        db.close().await.unwrap();
+    });
 }
 
+/// `StoreRuntime::Dedicated`: the runtime that opened the store is
+/// dropped, the store goes on, and a caller on another runtime (a
+/// `current_thread` one) uses it; `close` from there releases the lock.
 #[test]
-fn dropping_the_runtime_makes_calls_return_closed() {
+fn a_dedicated_store_outlives_the_runtime_that_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let open = Db::builder(dir.path())
+        .runtime(silt::StoreRuntime::Dedicated)
+        .open();
+    let db = rt.block_on(open).unwrap();
+    rt.block_on(db.put("k", "v")).unwrap();
+    drop(rt);
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt2.block_on(async {
+        db.put("k", "w").await.unwrap();
+        assert_eq!(db.get("k").await.unwrap().unwrap(), "w");
+        db.close().await.unwrap();
+        let db = Db::open(dir.path()).await.unwrap();
+        assert_eq!(db.get("k").await.unwrap().unwrap(), "w");
+        db.close().await.unwrap();
+    });
+}
+
+/// The default on a multi-thread runtime runs the writer there: when that
+/// runtime shuts down, handles elsewhere get `Stopped` with the runtime
+/// as its cause (not a hang, not `Closed`), the
+/// lock is released without any handle being dropped or closed, and every
+/// acknowledged write is there after a reopen.
+#[test]
+fn a_store_on_the_callers_runtime_stops_with_it_and_releases_its_lock() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(Db::open(dir.path())).unwrap();
-    rt.block_on(db.put("k", "v")).unwrap();
+    rt.block_on(async {
+        for i in 0..1000u32 {
+            db.put(i.to_be_bytes(), "v").await.unwrap();
+        }
+    });
     drop(rt);
-    let rt2 = tokio::runtime::Runtime::new().unwrap();
-    assert!(matches!(rt2.block_on(db.put("k", "w")), Err(Error::Closed)));
+    common::wait_unlocked(dir.path());
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt2.block_on(async {
+        // Not `Closed`: nobody closed it; the error says what happened.
+        match db.put("k", "w").await {
+            Err(e @ Error::Stopped { .. }) => {
+                let cause = std::error::Error::source(&e).unwrap();
+                assert!(cause.to_string().contains("runtime"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let other = Db::open(dir.path()).await.unwrap();
+        assert_eq!(other.stats().keys, 1000);
+        other.close().await.unwrap();
+    });
+    drop(db);
 }
 
 /// Keys as users pass them (issue 17): `&str`, `&String`, `Vec<u8>`, byte

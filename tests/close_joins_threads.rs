@@ -3,7 +3,7 @@
 //! their thread-local destructors pending). `close` now joins them. A binary
 //! of its own, so no other test's store has threads alive.
 
-use silt::{Db, Durability, IoBackend};
+use silt::{Db, Durability, IoBackend, StoreRuntime};
 
 fn silt_threads() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
@@ -16,16 +16,18 @@ fn silt_threads() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_returns_after_every_background_thread_exited() {
-    for (d, b) in [
-        (Durability::Sync, IoBackend::Uring),
-        (Durability::Sync, IoBackend::Std),
-        (Durability::Buffered, IoBackend::Std),
-        (Durability::None, IoBackend::Uring),
+    for (d, b, r) in [
+        (Durability::Sync, IoBackend::Uring, StoreRuntime::Auto),
+        (Durability::Sync, IoBackend::Std, StoreRuntime::Auto),
+        (Durability::Buffered, IoBackend::Std, StoreRuntime::Auto),
+        (Durability::None, IoBackend::Uring, StoreRuntime::Auto),
+        (Durability::Sync, IoBackend::Uring, StoreRuntime::Dedicated),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::builder(dir.path())
             .durability(d)
             .io_backend(b)
+            .runtime(r)
             .slab_size(64 * 1024)
             .open()
             .await
@@ -45,6 +47,6 @@ async fn close_returns_after_every_background_thread_exited() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         db.close().await.unwrap();
-        assert_eq!(silt_threads(), Vec::<String>::new(), "{d:?} {b:?}");
+        assert_eq!(silt_threads(), Vec::<String>::new(), "{d:?} {b:?} {r:?}");
     }
 }

@@ -231,7 +231,15 @@ async fn a_lasting_flush_failure_poisons_but_loses_nothing() {
         persistent: true,
     }));
     match db.flush().await {
-        Err(Error::Poisoned { cause }) => assert!(cause.contains("publish segment"), "{cause}"),
+        Err(e @ Error::Poisoned { .. }) => {
+            let Error::Poisoned { cause, source } = &e else {
+                unreachable!()
+            };
+            assert!(cause.contains("publish segment"), "{cause}");
+            // The failure itself, not only its text (issue 17).
+            assert!(matches!(**source, Error::Io { .. }), "{source:?}");
+            assert!(std::error::Error::source(&e).is_some());
+        }
         other => panic!("expected Poisoned, got {other:?}"),
     }
     assert!(matches!(

@@ -61,3 +61,68 @@ async fn many_clients_share_one_store() {
     assert_eq!(db.get(b"c3-k7").await.unwrap().unwrap(), "value 3 7");
     db.close().await.unwrap();
 }
+
+/// Graceful shutdown (issue 17): clients keep writing while the server is
+/// told to stop; it stops accepting, answers what it already read, returns
+/// once every connection is done, and after `close` and a reopen every
+/// `PUT` that got `OK` is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight_and_loses_no_acknowledged_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = silt::Db::open(dir.path()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kv_server::serve_until(listener, db.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let acked = acked.clone();
+        clients.push(tokio::spawn(async move {
+            let mut conn = BufReader::new(TcpStream::connect(addr).await.unwrap());
+            for i in 0.. {
+                let k = format!("c{c}-k{i}");
+                let line = format!("PUT {k} v{i}\n");
+                if conn.get_mut().write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut reply = String::new();
+                match conn.read_line(&mut reply).await {
+                    Ok(n) if n > 0 => {
+                        assert_eq!(reply.trim_end(), "OK");
+                        acked.lock().unwrap().push(k);
+                    }
+                    // Closed by the shutdown: this request was not answered.
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 500 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("the server drained its connections")
+        .unwrap()
+        .unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    // New connections are refused once it stopped.
+    assert!(TcpStream::connect(addr).await.is_err());
+    db.close().await.unwrap();
+    let db = silt::Db::open(dir.path()).await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 500);
+    for k in &acked {
+        assert!(
+            db.contains_key(k).await.unwrap(),
+            "acknowledged {k} is missing"
+        );
+    }
+    db.close().await.unwrap();
+}

@@ -22,7 +22,7 @@ enum Op {
     /// `Db::compact` (background GC also runs, at its default threshold).
     Compact,
     Reopen,
-    /// Drop the runtime under the open store (a process crash).
+    /// Stop the store where it is (a process crash).
     Crash,
 }
 
@@ -108,7 +108,7 @@ fn run(ops: Vec<Op>, durability: Durability, cache: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
-    let mut rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let mut db = rt.block_on(open(&path, durability, cache));
     for (step, op) in ops.into_iter().enumerate() {
         let when = format!("after step {step}: {op:?}");
@@ -161,9 +161,7 @@ fn run(ops: Vec<Op>, durability: Durability, cache: bool) {
                     // Without a WAL a crash loses unflushed writes by design.
                     continue;
                 }
-                drop(rt);
-                drop(db);
-                rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(db.simulate_crash());
                 db = rt.block_on(common::open_after_crash(builder(&path, durability, cache)));
                 rt.block_on(assert_same(&db, &model, &when, cache));
             }

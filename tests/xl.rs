@@ -197,15 +197,21 @@ async fn other_writes_go_on_while_an_xl_value_is_written() {
     assert!(futures::poll!(&mut newer).is_pending());
     let mut after = Box::pin(db.put("k1", "last"));
     assert!(futures::poll!(&mut after).is_pending());
+    // A flush covers every write queued before it: it waits too.
+    let mut flushed = Box::pin(db.flush());
+    assert!(futures::poll!(&mut flushed).is_pending());
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(futures::poll!(&mut newer).is_pending());
     assert!(futures::poll!(&mut after).is_pending());
+    assert!(futures::poll!(&mut flushed).is_pending());
     assert!(!big.is_finished());
     assert_eq!(db.get("k1").await.unwrap().unwrap(), vec![7u8; 500]);
     drop(held);
     big.await.unwrap().unwrap();
     newer.await.unwrap();
     after.await.unwrap();
+    flushed.await.unwrap();
+    assert_eq!(db.stats().slabs_in_memory, 0);
     let check = |db: Db| async move {
         assert!(
             db.get("x").await.unwrap().unwrap() == big_value(100_000, 1),

@@ -205,6 +205,8 @@ pub(crate) struct Writer {
     own_files: Vec<xl_put::OwnFileWrite>,
     /// Writes waiting for one of those (see `xl_put`).
     held: xl_put::Held,
+    /// `run` reached its end (closed, or every handle dropped).
+    finished: bool,
 }
 
 /// A full slab waiting for its last WAL writes before it is sealed.
@@ -221,12 +223,19 @@ enum Event {
     OwnFile(usize, xl_put::Written),
 }
 
+/// A WAL write whose log thread is gone (it exited or panicked).
+fn log_thread_gone() -> Error {
+    Error::Stopped {
+        cause: crate::error::StopCause::ThreadGone("log thread"),
+    }
+}
+
 /// The oldest group's reply (never resolves if none is in flight).
 async fn oldest_logged(inflight: &mut VecDeque<Inflight>) -> Result<(), WalError> {
     match inflight.front_mut() {
         Some(inf) => (&mut inf.rx)
             .await
-            .unwrap_or(Err(WalError::Sync(Error::Closed))),
+            .unwrap_or(Err(WalError::Sync(log_thread_gone()))),
         None => std::future::pending().await,
     }
 }
@@ -236,6 +245,20 @@ async fn oldest_logged(inflight: &mut VecDeque<Inflight>) -> Result<(), WalError
 /// closed, waits for flushes return, background GC stops.
 impl Drop for Writer {
     fn drop(&mut self) {
+        if !self.finished {
+            // Not through `run`'s end: a panic, or its runtime shutting
+            // down (or a simulated crash, which took the halt sender).
+            let halted = crate::sync::lock(&self.shared.halt).is_none();
+            if std::thread::panicking() {
+                self.shared
+                    .stopped_because(crate::error::StopCause::WriterPanicked(
+                        "see the panic message on stderr".into(),
+                    ));
+            } else if !halted {
+                self.shared
+                    .stopped_because(crate::error::StopCause::RuntimeShutDown);
+            }
+        }
         self.shared.closed.store(true, Ordering::Release);
         self.shared.flushes_shut();
         self.shared.gc_wake.notify_one();
@@ -271,6 +294,7 @@ impl Writer {
             resolve,
             own_files: Vec::new(),
             held: xl_put::Held::default(),
+            finished: false,
         }
     }
 
@@ -317,6 +341,7 @@ impl Writer {
             }
         }
         let res = self.shutdown().await;
+        self.finished = true;
         if let Some(reply) = close_reply {
             let _ = reply.send(res);
         }
@@ -340,7 +365,13 @@ impl Writer {
             return;
         }
         let (Some(w), Some(wal)) = (&self.active, &mut self.wal) else {
-            self.complete(group, 0, start, start, Err(WalError::Sync(Error::Closed)));
+            self.complete(
+                group,
+                0,
+                start,
+                start,
+                Err(WalError::Sync(log_thread_gone())),
+            );
             return;
         };
         let file_id = w.slab().file_id();
@@ -368,7 +399,7 @@ impl Writer {
                         file_id,
                         start,
                         from,
-                        Err(WalError::Sync(Error::Closed)),
+                        Err(WalError::Sync(log_thread_gone())),
                     );
                     return;
                 }
@@ -440,10 +471,7 @@ impl Writer {
         match req {
             Request::Write { ops, reply } => self.write(ops, reply).await,
             Request::Sync { reply } => self.sync(reply).await,
-            Request::Flush { reply } => {
-                let res = self.seal_all().await.map(|()| self.highest_sealed);
-                let _ = reply.send(res);
-            }
+            Request::Flush { reply } => self.flush(reply).await,
             Request::Close { reply } => {
                 // Handled by `run`; unreachable through it.
                 let _ = reply.send(Err(Error::Closed));
@@ -555,7 +583,10 @@ impl Writer {
             let Some(inf) = self.inflight.pop_front() else {
                 break;
             };
-            let res = inf.rx.await.unwrap_or(Err(WalError::Sync(Error::Closed)));
+            let res = inf
+                .rx
+                .await
+                .unwrap_or(Err(WalError::Sync(log_thread_gone())));
             self.complete(inf.group, inf.file_id, inf.start, inf.from, res);
         }
         self.seal_closing().await;

@@ -164,7 +164,8 @@ impl Writer {
             })
         });
         if !matches!(sent, Some(Ok(()))) {
-            self.shared.poison(&Error::Closed);
+            let gone = crate::error::StopCause::ThreadGone("flush workers");
+            self.shared.poison(&Error::Stopped { cause: gone });
             self.shared.flush_done(id);
         }
     }
@@ -194,7 +195,7 @@ impl Writer {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
                     let res = match job {
-                        Some(job) => tokio::task::spawn_blocking(job)
+                        Some(job) => crate::runtime::spawn_blocking(&shared, job)
                             .await
                             .unwrap_or(Err(Error::Closed)),
                         None => Err(Error::Closed),

@@ -60,6 +60,9 @@ pub(super) struct Held {
     queue: VecDeque<(Vec<Op>, oneshot::Sender<Result<()>>)>,
     /// How many held writes touch each key hash.
     hashes: HashMap<u64, usize>,
+    /// `flush` requests, answered once no own-file write is in flight (a
+    /// flush covers every write queued before it).
+    flushes: Vec<oneshot::Sender<Result<u32>>>,
 }
 
 impl Held {
@@ -152,7 +155,7 @@ impl Writer {
         let hashes = ops.iter().map(|op| key_hash(op.key())).collect();
         let shared = self.shared.clone();
         let predecessor = self.last_file;
-        let task = tokio::task::spawn_blocking(move || {
+        let task = crate::runtime::spawn_blocking(&self.shared.clone(), move || {
             let bytes: usize = ops.iter().map(|o| o.value().len()).sum();
             let _span =
                 tracing::info_span!("xl_write", file_id = id, records = ops.len(), bytes).entered();
@@ -224,14 +227,33 @@ impl Writer {
     }
 
     /// Starts, in arrival order, every held write that no own-file write in
-    /// flight and no earlier held write still blocks.
+    /// flight and no earlier held write still blocks; once none is in
+    /// flight, answers the held flushes.
     async fn release_held(&mut self) {
-        let queue = std::mem::take(&mut self.held);
-        for (ops, reply) in queue.queue {
+        let queue = std::mem::take(&mut self.held.queue);
+        self.held.hashes.clear();
+        for (ops, reply) in queue {
             // `write` holds it again if it is still blocked: by an own-file
             // write, or by an earlier one just held again.
             self.write(ops, reply).await;
         }
+        if self.own_files.is_empty() {
+            for reply in std::mem::take(&mut self.held.flushes) {
+                self.flush(reply).await;
+            }
+        }
+    }
+
+    /// Seals every slab; replies with the highest file id to wait for.
+    /// While an own-file write is in flight, waits for it first (without
+    /// holding up other writes).
+    pub(super) async fn flush(&mut self, reply: oneshot::Sender<Result<u32>>) {
+        if !self.own_files.is_empty() {
+            self.held.flushes.push(reply);
+            return;
+        }
+        let res = self.seal_all().await.map(|()| self.highest_sealed);
+        let _ = reply.send(res);
     }
 
     /// Waits for every own-file write in flight, and starts the writes held

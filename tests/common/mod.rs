@@ -10,9 +10,10 @@ pub fn small(path: &Path) -> Builder {
 }
 
 /// Runs `work` against a store on a private runtime, then "crashes": the
-/// runtime is dropped while the store is open, so the writer task is
-/// cancelled without sealing, flushing or closing anything. What is left
-/// on disk is what a killed process leaves behind (page cache included).
+/// runtime is dropped (cancelling `work`'s tasks) and the store is stopped
+/// where it is (`Db::simulate_crash`): nothing is sealed, flushed or
+/// closed. What is left on disk is what a killed process leaves behind
+/// (page cache included).
 pub fn crash_after<F, Fut>(builder: Builder, work: F)
 where
     F: FnOnce(Db) -> Fut + Send + 'static,
@@ -31,7 +32,7 @@ where
             db
         });
         drop(rt);
-        drop(db);
+        futures::executor::block_on(db.simulate_crash());
     })
     .join()
     .unwrap();

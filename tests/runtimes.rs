@@ -1,0 +1,148 @@
+//! Issue 17: a store on any Tokio runtime, `current_thread` included, that
+//! neither hangs on its opener's runtime being busy nor loses what its
+//! docs promise when dropped without `close`.
+
+mod common;
+
+use silt::{Db, Durability, StoreRuntime};
+use std::time::Duration;
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Opened on a `current_thread` runtime whose one thread then blocks in
+/// synchronous work: writes from another runtime complete meanwhile (the
+/// store runs on its own thread). The opener's thread blocks until those
+/// writes are done, so if they needed it they would time out instead.
+#[test]
+fn a_busy_current_thread_opener_does_not_hold_up_other_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = current_thread();
+    let db = rt.block_on(Db::open(dir.path())).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let other = std::thread::spawn({
+        let db = db.clone();
+        move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let res = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), async {
+                    for i in 0..500u32 {
+                        db.put(i.to_be_bytes(), "v").await.unwrap();
+                    }
+                    db.get(7u32.to_be_bytes()).await.unwrap()
+                })
+                .await
+            });
+            done_tx.send(()).unwrap();
+            res
+        }
+    });
+    // The opener's only thread is busy (blocked) until the other runtime
+    // is done.
+    done_rx.recv().unwrap();
+    let got = other
+        .join()
+        .unwrap()
+        .expect("writes waited for the opener's runtime");
+    assert_eq!(got.unwrap(), "v");
+    rt.block_on(db.close()).unwrap();
+}
+
+/// Drops the last handle without `close`, then the runtime, and reopens
+/// once the store released its lock: what is there is what
+/// `Db`'s docs promise for `durability` on that runtime flavour.
+fn drop_without_close(durability: Durability, multi_thread: bool) {
+    const N: u32 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = if multi_thread {
+        tokio::runtime::Runtime::new().unwrap()
+    } else {
+        current_thread()
+    };
+    rt.block_on(async {
+        let db = Db::builder(dir.path())
+            .slab_size(1 << 20)
+            .durability(durability)
+            .open()
+            .await
+            .unwrap();
+        for i in 0..N {
+            db.put(i.to_be_bytes(), vec![3u8; 50]).await.unwrap();
+        }
+        drop(db);
+    });
+    if multi_thread && durability == Durability::None {
+        // The writer runs on this runtime (`StoreRuntime::Auto`): its
+        // background flush needs the runtime alive until the store stops.
+        common::wait_unlocked(dir.path());
+    }
+    drop(rt);
+    common::wait_unlocked(dir.path());
+    let rt = current_thread();
+    rt.block_on(async {
+        let db = Db::open(dir.path()).await.unwrap();
+        let what = format!("{durability:?}, multi_thread={multi_thread}");
+        assert_eq!(db.stats().keys, u64::from(N), "{what}");
+        for i in (0..N).step_by(997) {
+            assert!(
+                db.contains_key(i.to_be_bytes()).await.unwrap(),
+                "{what}: key {i}"
+            );
+        }
+        db.close().await.unwrap();
+    });
+}
+
+#[test]
+fn drop_without_close_keeps_every_acknowledged_write_on_current_thread() {
+    for d in [Durability::Sync, Durability::Buffered, Durability::None] {
+        drop_without_close(d, false);
+    }
+}
+
+#[test]
+fn drop_without_close_keeps_every_acknowledged_write_on_multi_thread() {
+    for d in [Durability::Sync, Durability::Buffered, Durability::None] {
+        drop_without_close(d, true);
+    }
+}
+
+/// Under `Durability::None` on the caller's runtime, a runtime dropped
+/// right after the last handle cuts the background flush short: only
+/// what was flushed survives (here the first slab's worth), never a
+/// mix. The docs say to `close` (or use `StoreRuntime::Dedicated`).
+#[test]
+fn unlogged_writes_on_a_dropped_callers_runtime_are_a_flushed_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = Db::builder(dir.path())
+            .slab_size(1 << 20)
+            .durability(Durability::None)
+            .runtime(StoreRuntime::Caller)
+            .open()
+            .await
+            .unwrap();
+        for i in 0..20_000u32 {
+            db.put(i.to_be_bytes(), vec![3u8; 50]).await.unwrap();
+        }
+        drop(db);
+    });
+    drop(rt);
+    common::wait_unlocked(dir.path());
+    current_thread().block_on(async {
+        let db = Db::open(dir.path()).await.unwrap();
+        let keys = db.stats().keys as u32;
+        for i in 0..keys {
+            assert!(
+                db.contains_key(i.to_be_bytes()).await.unwrap(),
+                "a gap at {i}"
+            );
+        }
+        db.close().await.unwrap();
+    });
+}
