@@ -8,17 +8,57 @@
 //! anything else    -> ERR message
 //! ```
 //!
-//! `cargo run --release --example kv_server -- [DIR] [ADDR]` (default a
-//! temp dir and 127.0.0.1:7878), then e.g. `printf 'PUT a 1\nGET a\n' | nc 127.0.0.1 7878`.
+//! `cargo run --release --example kv_server -- [DIR] [ADDR] [METRICS_ADDR]`
+//! (default a temp dir, 127.0.0.1:7878 and 127.0.0.1:9187), then e.g.
+//! `printf 'PUT a 1\nGET a\n' | nc 127.0.0.1 7878`, and
+//! `curl 127.0.0.1:9187/metrics` for silt's metrics in Prometheus' text
+//! format (silt's `metrics` feature, through `metrics-exporter-prometheus`).
 //! Ctrl-C shuts it down gracefully: no new connections, every request in
 //! flight answered, then the store closed.
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use silt::Db;
 use std::future::Future;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+/// The process's Prometheus recorder, installed on first use: every
+/// metric silt records from then on is in its text.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// Answers every HTTP request on `listener` with the current metrics (a
+/// Prometheus scrape endpoint; the path is not looked at).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+) -> std::io::Result<()> {
+    loop {
+        let (mut socket, _) = listener.accept().await?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // The request head: read, not parsed.
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            let body = metrics.render();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        });
+    }
+}
 
 /// Accepts connections forever, each served by its own task.
 pub async fn serve(listener: TcpListener, db: Db) -> std::io::Result<()> {
@@ -109,9 +149,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(Into::into)
         .unwrap_or_else(|| tmp.path().join("kv"));
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:7878".into());
+    let metrics_addr = args.next().unwrap_or_else(|| "127.0.0.1:9187".into());
+    let metrics = prometheus();
     let db = Db::open(&dir).await?;
     let listener = TcpListener::bind(&addr).await?;
-    println!("serving {} on {}", dir.display(), listener.local_addr()?);
+    let metrics_listener = TcpListener::bind(&metrics_addr).await?;
+    println!(
+        "serving {} on {}, metrics on http://{}/metrics",
+        dir.display(),
+        listener.local_addr()?,
+        metrics_listener.local_addr()?
+    );
+    tokio::spawn(serve_metrics(metrics_listener, metrics));
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
         println!("shutting down: finishing requests in flight");

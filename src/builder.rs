@@ -47,6 +47,7 @@ pub struct Builder {
     capacity: Option<u64>,
     gc_threshold: f64,
     runtime: StoreRuntime,
+    slow_op: std::time::Duration,
     #[cfg(feature = "fault-injection")]
     fault: Option<Arc<crate::FaultInjector>>,
 }
@@ -84,6 +85,7 @@ impl Builder {
             capacity: None,
             gc_threshold: 0.5,
             runtime: StoreRuntime::Auto,
+            slow_op: std::time::Duration::from_millis(500),
             #[cfg(feature = "fault-injection")]
             fault: None,
         }
@@ -241,6 +243,25 @@ impl Builder {
     /// ```
     pub fn gc_threshold(mut self, live_ratio: f64) -> Self {
         self.gc_threshold = live_ratio;
+        self
+    }
+
+    /// A WAL write or fdatasync that takes this long or longer, or a write
+    /// that waits this long for a slab flush (backpressure), is logged as a
+    /// `warn` with its duration (default 500 ms).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = silt::Db::builder(dir.path())
+    ///     .slow_op_warning(std::time::Duration::from_millis(50))
+    ///     .open()
+    ///     .await?;
+    /// # db.close().await?;
+    /// # Ok::<(), silt::Error>(()) }).unwrap();
+    /// ```
+    pub fn slow_op_warning(mut self, threshold: std::time::Duration) -> Self {
+        self.slow_op = threshold;
         self
     }
 
@@ -409,6 +430,7 @@ impl Builder {
             direct_io: self.direct_io,
             verify_checksums: self.verify_checksums,
             cold_reads: self.cold_reads,
+            slow_op: self.slow_op,
             read_only: false,
         })
     }
@@ -473,6 +495,7 @@ impl Builder {
                 shared.config.direct_io && sync,
                 shared.wal_direct.clone(),
                 sync,
+                shared.config.slow_op,
             );
             Some(if sync {
                 Wal::spawn_thread(files, shared.wal_syncs.clone(), &shared.threads)?

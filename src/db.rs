@@ -281,7 +281,17 @@ impl Db {
         if ops.is_empty() {
             return self.shared().check_open();
         }
-        self.call(|reply| Request::Write { ops, reply }).await
+        let timer = crate::signals::Timer::start();
+        if let Ok(tx) = self.writer() {
+            let waiting = tx.max_capacity() - tx.capacity();
+            crate::signals::gauge("silt_queue_depth", waiting as f64);
+        }
+        let res = self.call(|reply| Request::Write { ops, reply }).await;
+        timer.record("silt_write_seconds");
+        if res.is_ok() {
+            crate::signals::count("silt_written_bytes_total", total as u64);
+        }
+        res
     }
 
     /// Sets `key` to `value`. Resolves when the write has the configured
@@ -391,7 +401,13 @@ impl Db {
         tokio::task::coop::consume_budget().await;
         let shared = self.shared();
         shared.check_open()?;
-        shared.get(key).await
+        let timer = crate::signals::Timer::start();
+        let got = shared.get(key).await;
+        timer.record("silt_get_seconds");
+        if let Ok(Some(v)) = &got {
+            crate::signals::count("silt_read_bytes_total", v.len() as u64);
+        }
+        got
     }
 
     /// Bytes `range` of `key`'s value, reading only those (and the

@@ -49,7 +49,10 @@ pub(crate) fn start_workers(
                     // Reports the slab done even if this thread panics, so
                     // no `flush`/`close` waits for it forever.
                     let _done = FlushDone(&shared, id);
-                    match flush_with_retries(&shared, &sealed, &mut bounce) {
+                    let timer = crate::signals::Timer::start();
+                    let flushed = flush_with_retries(&shared, &sealed, &mut bounce);
+                    timer.record("silt_flush_seconds");
+                    match flushed {
                         Ok(()) => {
                             tracing::debug!("segment published");
                             shared.gc_wake.notify_one();

@@ -130,6 +130,7 @@ pub(crate) async fn compact(
             .await?;
     }
     report.duration = started.elapsed();
+    crate::signals::record("silt_gc_seconds", report.duration.as_secs_f64());
     let c = &shared.counters;
     c.gc_runs.fetch_add(1, Ordering::Relaxed);
     c.gc_files
@@ -565,6 +566,7 @@ fn evict(shared: &Shared, segment: &Arc<Segment>) -> Result<()> {
     }
     drop_segment(shared, id, "delete evicted segment")?;
     shared.counters.evictions.fetch_add(1, Ordering::Relaxed);
+    crate::signals::count("silt_evictions_total", 1);
     shared
         .counters
         .evicted_bytes

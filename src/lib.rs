@@ -99,6 +99,8 @@ pub mod segment;
 #[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
+mod signals;
+#[cfg(not(loom))]
 mod space;
 #[cfg(not(loom))]
 mod stats;

@@ -26,6 +26,8 @@ pub(crate) struct Config {
     pub capacity: Option<u64>,
     /// Background GC rewrites segments whose live ratio is under this.
     pub gc_threshold: f64,
+    /// An fdatasync, WAL write or backpressure wait this slow is logged.
+    pub slow_op: std::time::Duration,
     /// A follower (`Db::open_read_only`): no writer, no lock, files are
     /// never changed; files the writer removed are dropped at `refresh`.
     pub read_only: bool,

@@ -23,6 +23,7 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Why a WAL write failed.
@@ -69,6 +70,8 @@ pub(crate) struct WalFiles {
     sync_dir_on_create: bool,
     files: HashMap<u32, WalFile>,
     bounce: AlignedBuf,
+    /// A write or fdatasync this slow is logged (`Builder::slow_op_warning`).
+    slow: Duration,
 }
 
 impl WalFiles {
@@ -78,6 +81,7 @@ impl WalFiles {
         direct: bool,
         direct_used: Arc<AtomicBool>,
         sync_dir_on_create: bool,
+        slow: Duration,
     ) -> WalFiles {
         WalFiles {
             vfs,
@@ -87,6 +91,7 @@ impl WalFiles {
             sync_dir_on_create,
             files: HashMap::new(),
             bounce: AlignedBuf::zeroed(PAGE),
+            slow,
         }
     }
 
@@ -162,7 +167,10 @@ impl WalFiles {
         file.written_end = written_end;
         let (bufs, at) =
             slab_range_bufs(slab, from, to, file.direct, &mut self.bounce).map_err(write_err)?;
-        put(&bufs, at)?;
+        let _span = tracing::trace_span!("wal_write", file_id = id, bytes = to - from).entered();
+        crate::signals::timed("silt_wal_write_seconds", "WAL write", self.slow, || {
+            put(&bufs, at)
+        })?;
         if written_end > to {
             // Whole pages under O_DIRECT: the page holding `to` was already
             // zero-padded by the bounce buffer.
@@ -180,7 +188,11 @@ impl WalFiles {
         Ok(if durable {
             Written::Durable
         } else {
-            Written::Unsynced(SyncTarget { file_id: id, io })
+            Written::Unsynced(SyncTarget {
+                file_id: id,
+                io,
+                slow: self.slow,
+            })
         })
     }
 
@@ -198,6 +210,7 @@ impl WalFiles {
             .map(|(id, f)| SyncTarget {
                 file_id: *id,
                 io: f.io.clone(),
+                slow: self.slow,
             })
             .collect();
         let (vfs, dir) = (self.vfs.clone(), self.data_dir.clone());
@@ -226,12 +239,16 @@ enum Written {
 struct SyncTarget {
     file_id: u32,
     io: Arc<dyn FileIo>,
+    slow: Duration,
 }
 
 impl SyncTarget {
     fn sync(&self, dir: &std::path::Path) -> Result<(), WalError> {
-        self.io
-            .sync_data()
+        let synced =
+            crate::signals::timed("silt_fdatasync_seconds", "WAL fdatasync", self.slow, || {
+                self.io.sync_data()
+            });
+        synced
             .map_err(|e| WalError::Sync(Error::io("fdatasync WAL", log_path(dir, self.file_id), e)))
     }
 }

@@ -126,3 +126,56 @@ async fn shutdown_drains_requests_in_flight_and_loses_no_acknowledged_put() {
     }
     db.close().await.unwrap();
 }
+
+/// The metrics endpoint (issue 17): after some traffic, a scrape over HTTP
+/// returns silt's metrics in Prometheus' text format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_serves_silts_metrics() {
+    let metrics = kv_server::prometheus();
+    let dir = tempfile::tempdir().unwrap();
+    let db = silt::Db::builder(dir.path())
+        .slab_size(64 * 1024)
+        .open()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
+    let server = tokio::spawn(kv_server::serve(listener, db.clone()));
+    let scraper = tokio::spawn(kv_server::serve_metrics(metrics_listener, metrics));
+    let mut conn = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    for i in 0..300 {
+        assert_eq!(
+            request(&mut conn, &format!("PUT k{i} {}", "v".repeat(500))).await,
+            "OK"
+        );
+    }
+    assert!(request(&mut conn, "GET k7").await.starts_with("VALUE"));
+    db.flush().await.unwrap();
+    let mut http = TcpStream::connect(metrics_addr).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut http, &mut page)
+        .await
+        .unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    for name in [
+        "silt_write_seconds",
+        "silt_get_seconds",
+        "silt_written_bytes_total",
+        "silt_read_bytes_total",
+        "silt_group_size",
+        "silt_wal_write_seconds",
+        "silt_queue_depth",
+        "silt_flush_seconds",
+        "silt_backpressure_wait_seconds",
+    ] {
+        assert!(page.contains(name), "{name} missing from:\n{page}");
+    }
+    server.abort();
+    scraper.abort();
+    db.close().await.unwrap();
+}

@@ -132,6 +132,7 @@ impl Writer {
         }
         shared.space.apply(space);
         let n = group.waiters.len() as u64;
+        crate::signals::record("silt_group_size", n as f64);
         let c = &shared.counters;
         c.groups.fetch_add(1, Ordering::Relaxed);
         c.grouped_writes.fetch_add(n, Ordering::Relaxed);

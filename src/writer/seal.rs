@@ -153,7 +153,14 @@ impl Writer {
     /// Waits for a backpressure permit, then queues the slab for flushing.
     pub(super) async fn send_to_flush(&mut self, slab: Arc<Slab>, written_upto: usize) {
         let id = slab.file_id();
+        let waiting = std::time::Instant::now();
         let permit = SealedBudget::acquire(&self.permits).await;
+        crate::signals::took(
+            "silt_backpressure_wait_seconds",
+            "wait for a slab flush (backpressure: writes wait meanwhile)",
+            self.shared.config.slow_op,
+            waiting.elapsed(),
+        );
         self.shared.flush_started(id);
         self.highest_sealed = self.highest_sealed.max(id);
         let sent = self.flush_tx.as_ref().map(|tx| {
