@@ -106,6 +106,7 @@ pub(crate) fn check_version(path: &Path, head: &[u8]) -> Result<()> {
 /// Loads every file into the registry, rebuilds the index and returns what
 /// the writer needs to continue.
 pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
+    let _span = tracing::info_span!("recovery").entered();
     let data_dir = shared.registry.data_dir().to_path_buf();
     let verify = shared.config.verify_checksums;
     let mut max_id = 0u32;
