@@ -146,3 +146,18 @@ fn unlogged_writes_on_a_dropped_callers_runtime_are_a_flushed_prefix() {
         db.close().await.unwrap();
     });
 }
+
+/// `StoreRuntime::Caller` needs a runtime to run the writer on: asked for
+/// outside one, it is a `Config` error, not a panic; `Auto` there opens
+/// a store of its own.
+#[test]
+fn the_callers_runtime_outside_any_runtime_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let caller = Db::builder(dir.path()).runtime(StoreRuntime::Caller).open();
+    match futures::executor::block_on(caller) {
+        Err(silt::Error::Config(msg)) => assert!(msg.contains("Caller"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    let db = futures::executor::block_on(Db::open(dir.path())).unwrap();
+    futures::executor::block_on(db.close()).unwrap();
+}

@@ -246,7 +246,19 @@ impl Progress for Quiet {
 pub async fn standard_suite(dir: &std::path::Path, n: u64, progress: &dyn Progress) -> Vec<Row> {
     use silt::Durability;
     let mut rows = Vec::new();
-    let open = |name: &str, d: Durability| Db::builder(dir.join(name)).durability(d).open();
+    // SILT_BENCH_RUNTIME=dedicated|caller measures a writer placement
+    // other than the default (docs/decisions.md, "Where the writer runs").
+    let placement = match std::env::var("SILT_BENCH_RUNTIME").as_deref() {
+        Ok("dedicated") => silt::StoreRuntime::Dedicated,
+        Ok("caller") => silt::StoreRuntime::Caller,
+        _ => silt::StoreRuntime::Auto,
+    };
+    let open = move |name: &str, d: Durability| {
+        Db::builder(dir.join(name))
+            .durability(d)
+            .runtime(placement)
+            .open()
+    };
     let fills: [(&str, Durability, u64); 4] = [
         ("seq", Durability::Buffered, n),
         ("conc", Durability::Buffered, n),
@@ -277,7 +289,11 @@ pub async fn standard_suite(dir: &std::path::Path, n: u64, progress: &dyn Progre
     // segment mmaps, page cache hot.
     let path = dir.join("conc");
     let t = Instant::now();
-    let db = Db::builder(&path).open().await.expect("reopen");
+    let db = Db::builder(&path)
+        .runtime(placement)
+        .open()
+        .await
+        .expect("reopen");
     let reopen = t.elapsed();
     let st = db.stats();
     let r = Row {
