@@ -237,9 +237,18 @@ impl Db {
         self.shared().check_open()?;
         let writer = self.writer()?;
         let (tx, rx) = oneshot::channel();
-        let stopped = || self.shared().stopped_error();
-        writer.send(make(tx)).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let sent = writer.send(make(tx)).await.is_ok();
+        match rx.await {
+            Ok(res) if sent => res,
+            // The writer is gone, or going: once the store has stopped,
+            // why is known (a panic is still unwinding when its requests'
+            // replies are dropped).
+            _ => {
+                let mut stopped = self.shared().stopped.subscribe();
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+                Err(self.shared().stopped_error())
+            }
+        }
     }
 
     async fn write_ops(&self, ops: Vec<Op>) -> Result<()> {
@@ -729,6 +738,16 @@ impl Db {
             crate::runtime::join_exiting(thread);
         }
         res
+    }
+
+    /// Makes the writer task panic, as a bug in it would (tests of what
+    /// callers then see). Returns once the request is queued.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub async fn panic_writer_for_tests(&self) {
+        if let Ok(tx) = self.writer() {
+            let _ = tx.send(Request::Panic).await;
+        }
     }
 
     /// Stops the store where it is, as a killed process would: the writer

@@ -157,10 +157,17 @@ impl Shared {
         lock(&self.poisoned).get_or_insert_with(|| cause.clone());
     }
 
-    /// Records why the store stopped without a `close` (the latest, more
-    /// precise word wins: a panic's message over "unfinished").
+    /// Records why the store stopped without a `close`: the first cause
+    /// stands, except that a panic's own message replaces the placeholder
+    /// the writer's drop recorded while unwinding.
     pub fn stopped_because(&self, cause: crate::error::StopCause) {
-        *lock(&self.stop_cause) = Some(cause);
+        use crate::error::StopCause::WriterPanicked;
+        let mut known = lock(&self.stop_cause);
+        match (&*known, &cause) {
+            (None, _) | (Some(WriterPanicked(_)), WriterPanicked(_)) => *known = Some(cause),
+            // The first cause stands (a panic is not a runtime shutdown).
+            _ => {}
+        }
     }
 
     /// What a call on a stopped store gets: `Closed` after a `close` (or

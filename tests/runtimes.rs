@@ -161,3 +161,52 @@ fn the_callers_runtime_outside_any_runtime_is_a_config_error() {
     let db = futures::executor::block_on(Db::open(dir.path())).unwrap();
     futures::executor::block_on(db.close()).unwrap();
 }
+
+/// A panic in the writer (a bug) stops the store like any other end:
+/// callers get `Stopped` with `WriterPanicked` and the panic's message as
+/// its cause (not `Closed`, not a hang), the lock is released, and every
+/// acknowledged write is there after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_writer_is_reported_as_stopped_and_loses_nothing() {
+    for placement in [StoreRuntime::Caller, StoreRuntime::Dedicated] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder(dir.path())
+            .runtime(placement)
+            .open()
+            .await
+            .unwrap();
+        for i in 0..100u32 {
+            db.put(i.to_be_bytes(), "v").await.unwrap();
+        }
+        db.panic_writer_for_tests().await;
+        let err = loop {
+            match db.put("after", "x").await {
+                Err(e) => break e,
+                // Queued before the panic was handled.
+                Ok(()) => tokio::task::yield_now().await,
+            }
+        };
+        assert!(
+            matches!(
+                err,
+                silt::Error::Stopped {
+                    cause: silt::StopCause::WriterPanicked(_)
+                }
+            ),
+            "{placement:?}: {err:?}"
+        );
+        common::wait_unlocked(dir.path());
+        // Once the store has stopped, the cause carries the panic's message
+        // (the first caller may see it while the panic is still unwinding).
+        match db.put("after", "x").await {
+            Err(silt::Error::Stopped {
+                cause: silt::StopCause::WriterPanicked(msg),
+            }) => assert!(msg.contains("asked to panic"), "{placement:?}: {msg}"),
+            other => panic!("{placement:?}: {other:?}"),
+        }
+        drop(db);
+        let db = Db::open(dir.path()).await.unwrap();
+        assert_eq!(db.stats().keys, 100, "{placement:?}");
+        db.close().await.unwrap();
+    }
+}

@@ -112,6 +112,9 @@ pub(crate) enum Request {
         deferred: oneshot::Sender<Vec<Op>>,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Tests: the writer panics, as a bug in it would.
+    #[cfg(feature = "fault-injection")]
+    Panic,
 }
 
 /// How an applied record changes the index.
@@ -481,6 +484,8 @@ impl Writer {
                 deferred,
                 reply,
             } => self.relocate(moves, deferred, reply).await,
+            #[cfg(feature = "fault-injection")]
+            Request::Panic => panic!("the writer was asked to panic (a test)"),
         }
     }
 
