@@ -86,6 +86,11 @@ impl SealedBudget {
 
     /// Waits for a permit of `budget`. One waiter at a time (the writer
     /// task).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a permit is taken only in the poll that returns it, so
+    /// a dropped wait holds none.
     pub async fn acquire(budget: &Arc<SealedBudget>) -> Permit {
         poll_fn(|cx| SealedBudget::poll_acquire(budget, cx)).await
     }

@@ -244,8 +244,7 @@ impl Db {
             // why is known (a panic is still unwinding when its requests'
             // replies are dropped).
             _ => {
-                let mut stopped = self.shared().stopped.subscribe();
-                let _ = stopped.wait_for(|stopped| *stopped).await;
+                self.shared().wait_stopped().await;
                 Err(self.shared().stopped_error())
             }
         }
@@ -291,6 +290,8 @@ impl Db {
             return self.shared().check_open();
         }
         let timer = crate::signals::Timer::start();
+        // Read only where a recorder will take it (off the hot path else).
+        #[cfg(feature = "metrics")]
         if let Ok(tx) = self.writer() {
             let waiting = tx.max_capacity() - tx.capacity();
             crate::signals::gauge("silt_queue_depth", waiting as f64);
@@ -732,8 +733,7 @@ impl Db {
         // The store's thread stops GC, waits for a compaction, joins the
         // store's threads and releases the lock, then reports stopped: no
         // file of this store changes after `close` returns.
-        let mut stopped = self.shared().stopped.subscribe();
-        let _ = stopped.wait_for(|stopped| *stopped).await;
+        self.shared().wait_stopped().await;
         if let Some(thread) = crate::sync::lock(&self.shared().store_thread).take() {
             crate::runtime::join_exiting(thread);
         }
@@ -742,6 +742,11 @@ impl Db {
 
     /// Makes the writer task panic, as a bug in it would (tests of what
     /// callers then see). Returns once the request is queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before its request is queued, nothing happens; after, the
+    /// writer panics.
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub async fn panic_writer_for_tests(&self) {
@@ -754,13 +759,17 @@ impl Db {
     /// is dropped at its current await point, nothing is sealed, flushed
     /// or closed; the lock is released once every handle is dropped.
     /// Tests use it to crash a store in this process.
+    ///
+    /// # Cancel safety
+    ///
+    /// The halt is sent at the first poll; dropped after that, the store
+    /// still stops where it is; only the wait for it is dropped.
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub async fn simulate_crash(self) {
         if let Some(halt) = crate::sync::lock(&self.shared().halt).take() {
             let _ = halt.send(());
         }
-        let mut stopped = self.shared().stopped.subscribe();
-        let _ = stopped.wait_for(|stopped| *stopped).await;
+        self.shared().wait_stopped().await;
     }
 }

@@ -66,6 +66,10 @@ impl FlushTracker {
 
     /// Resolves once no slab with a file id `<= upto` is being flushed
     /// (`true`), or the tracker is shut with some still pending (`false`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits (a waker it left is woken once, harmlessly).
     pub async fn wait(&self, upto: u32) -> bool {
         poll_fn(|cx| {
             let mut st = lock(&self.state);

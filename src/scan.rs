@@ -49,6 +49,12 @@ impl OrderedReads {
     }
 
     /// The next record, or `None` when all were read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped while a read is pending, the records it was
+    /// reading are skipped. Its callers (the scan stream, GC) await it to
+    /// the end or drop the whole reader.
     pub async fn next(&mut self) -> Option<(Entry, Result<Record>)> {
         loop {
             if let Some(done) = self.ready.pop_front() {

@@ -170,6 +170,17 @@ impl Shared {
         }
     }
 
+    /// Waits until the store has stopped (see `crate::runtime`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn wait_stopped(&self) {
+        let mut stopped = self.stopped.subscribe();
+        // The sender lives in `self`, so this only ends once it is true.
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
     /// What a call on a stopped store gets: `Closed` after a `close` (or
     /// with every handle dropped), else `Stopped` with the cause.
     pub fn stopped_error(&self) -> Error {
@@ -199,6 +210,10 @@ impl Shared {
     }
 
     /// Waits until no background resolution is pending.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn wait_resolved(&self) {
         loop {
             let notified = self.resolved.notified();
@@ -236,6 +251,10 @@ impl Shared {
 
     /// Waits until every slab with a file id `<= upto` is flushed (or its
     /// flush failed, which poisons the store and is returned).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn wait_flushed(&self, upto: u32) -> Result<()> {
         let all_flushed = self.flushing.wait(upto).await;
         self.check_poisoned()?;

@@ -412,8 +412,12 @@ impl Reader {
     }
 
     /// Reads `len` bytes at `offset` of `file`. The read runs on an I/O
-    /// thread from the first poll on; dropping the future lets it finish
-    /// and drops the bytes.
+    /// thread from the first poll on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future lets the read finish on its thread and drops the
+    /// bytes; nothing else changes.
     pub async fn read(
         &self,
         file: &Arc<ReadFile>,

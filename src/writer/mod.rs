@@ -306,6 +306,12 @@ impl Writer {
     }
 
     /// The actor loop. Returns when every handle is gone or `close` ran.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped (its runtime shut down, or a simulated crash), the store
+    /// stops where it is, as a killed process would: what was acknowledged
+    /// is in the WAL (or flushed, under `None`), nothing else is done.
     pub async fn run(mut self) {
         for (slab, valid_len) in std::mem::take(&mut self.recovered) {
             self.send_to_flush(slab, valid_len).await;
