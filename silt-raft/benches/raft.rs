@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the replicated-write benchmark.
+fn main() {}
