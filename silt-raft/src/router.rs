@@ -47,6 +47,14 @@ impl Router {
         self.nodes().remove(&id)
     }
 
+    /// Every reachable node's id and handle.
+    pub fn handles(&self) -> Vec<(NodeId, Raft<TypeConfig>)> {
+        self.nodes()
+            .iter()
+            .map(|(id, raft)| (*id, raft.clone()))
+            .collect()
+    }
+
     /// Node `id`'s handle, if it is reachable.
     pub fn get(&self, id: NodeId) -> Option<Raft<TypeConfig>> {
         self.nodes().get(&id).cloned()
