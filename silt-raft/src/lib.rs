@@ -16,7 +16,6 @@
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use std::sync::Arc;
 //! let dir = tempfile::tempdir().unwrap();
 //! let (log, state_machine) = silt_raft::open(dir.path()).await?;
 //! let reader = state_machine.reader();
