@@ -43,6 +43,14 @@ async fn open(dir: &Path) -> (LogStore<TypeConfig>, StateMachine) {
         .expect("open the node's storage")
 }
 
+/// Why opening the storage under `dir` fails (it must).
+async fn open_error(dir: &Path) -> String {
+    match silt_raft::open(dir).await {
+        Ok(_) => panic!("the damaged storage opened"),
+        Err(e) => describe(e),
+    }
+}
+
 async fn append(log: &mut LogStore<TypeConfig>, indexes: std::ops::RangeInclusive<u64>) {
     log.blocking_append(indexes.map(entry))
         .await
@@ -154,10 +162,7 @@ async fn a_missing_entry_is_an_error_at_open_not_a_shorter_log() {
         db.delete(10u64.to_be_bytes()).await.unwrap()
     })
     .await;
-    let err = silt_raft::open(dir.path())
-        .await
-        .map_err(describe)
-        .unwrap_err();
+    let err = open_error(dir.path()).await;
     assert!(
         err.contains("log entry 10 is missing") && err.contains("hole"),
         "{err}"
@@ -189,10 +194,7 @@ async fn an_entry_that_does_not_decode_is_an_error() {
         db.put(20u64.to_be_bytes(), vec![0xff; 3]).await.unwrap()
     })
     .await;
-    let err = silt_raft::open(dir.path())
-        .await
-        .map_err(describe)
-        .unwrap_err();
+    let err = open_error(dir.path()).await;
     assert!(
         err.contains("last log entry") && err.contains("do not decode"),
         "{err}"
