@@ -1,0 +1,409 @@
+//! A Redis-protocol (RESP2) server over one `silt::Db`, for the tools
+//! Redis users already have (`redis-cli`, `redis-benchmark`, any client).
+//!
+//! `cargo run --release --example resp_server -- [--dir DIR] [--addr ADDR]
+//! [--durability sync|buffered|none]` (defaults: a temporary directory,
+//! 127.0.0.1:6380, `sync`). Ctrl-C stops accepting, answers what was
+//! read, and closes the store.
+//!
+//! Commands: PING, ECHO, GET, SET key value, DEL, EXISTS, MGET, MSET (one
+//! atomic `WriteBatch`), DBSIZE, INFO, COMMAND, CONFIG GET, CLIENT,
+//! SELECT 0, QUIT. Pipelined requests are answered in order; a run of
+//! writes in a pipeline is issued at once, so silt group-commits it
+//! (one fdatasync for the run under `sync`). Unknown commands, wrong
+//! arity and oversize keys get a RESP error and the connection goes on.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+use silt::{Db, Durability, WriteBatch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Server limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; one more is told so and closed.
+    pub max_connections: usize,
+    /// The largest request (all its arguments) in bytes.
+    pub max_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_request: 64 << 20,
+        }
+    }
+}
+
+/// One parsed request: its arguments.
+type Args = Vec<Bytes>;
+
+/// Why the connection must end after its error reply.
+#[derive(Debug)]
+struct ProtocolError(String);
+
+/// Parses one request from the front of `buf`; `Ok(None)` if it is not
+/// all there yet.
+fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, ProtocolError> {
+    let Some(line_end) = find_crlf(buf, 0) else {
+        return if buf.len() > limits.max_request {
+            Err(ProtocolError("request line too long".into()))
+        } else {
+            Ok(None)
+        };
+    };
+    if buf[0] != b'*' {
+        // An inline command, as typed into telnet.
+        let line = buf.split_to(line_end + 2);
+        let args = line[..line_end]
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|a| !a.is_empty())
+            .map(Bytes::copy_from_slice)
+            .collect();
+        return Ok(Some(args));
+    }
+    let count = number(&buf[1..line_end])?;
+    if count > limits.max_request / 4 {
+        return Err(ProtocolError(format!(
+            "a request of {count} arguments is over the limit"
+        )));
+    }
+    let mut at = line_end + 2;
+    let mut spans = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some(end) = find_crlf(buf, at) else {
+            return Ok(None);
+        };
+        if buf[at] != b'$' {
+            return Err(ProtocolError("expected '$', got something else".into()));
+        }
+        let len = number(&buf[at + 1..end])?;
+        if len > limits.max_request {
+            return Err(ProtocolError(format!(
+                "an argument of {len} bytes is over the {} byte limit",
+                limits.max_request
+            )));
+        }
+        let start = end + 2;
+        if buf.len() < start + len + 2 {
+            return Ok(None);
+        }
+        spans.push((start, len));
+        at = start + len + 2;
+    }
+    let frame = buf.split_to(at).freeze();
+    Ok(Some(
+        spans
+            .into_iter()
+            .map(|(s, l)| frame.slice(s..s + l))
+            .collect(),
+    ))
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| from + p)
+}
+
+fn number(digits: &[u8]) -> Result<usize, ProtocolError> {
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            ProtocolError(format!(
+                "invalid length {:?}",
+                String::from_utf8_lossy(digits)
+            ))
+        })
+}
+
+/// A RESP2 reply.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Simple(&'static str),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Bytes>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Simple(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
+            Reply::Error(e) => {
+                out.extend_from_slice(format!("-{}\r\n", e.replace(['\r', '\n'], " ")).as_bytes())
+            }
+            Reply::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Bulk(Some(b)) => {
+                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                items.iter().for_each(|i| i.write(out));
+            }
+        }
+    }
+}
+
+fn from_result(r: silt::Result<Reply>) -> Reply {
+    r.unwrap_or_else(|e| Reply::Error(format!("ERR {e}")))
+}
+
+fn arity(name: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Whether a command changes the store: runs of them in a pipeline are
+/// issued together, as are runs of reads; a read waits for the writes
+/// before it, and a write for the reads before it.
+fn is_write(args: &Args) -> bool {
+    args.first().is_some_and(|c| {
+        let c = c.to_ascii_uppercase();
+        c == b"SET" || c == b"DEL" || c == b"MSET"
+    })
+}
+
+/// Runs one command. `None` means QUIT: reply `+OK`, then close.
+async fn execute(db: Db, args: Args) -> Option<Reply> {
+    let Some(name) = args.first() else {
+        return Some(Reply::Error("ERR empty command".into()));
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let rest = &args[1..];
+    let reply = match (name.as_str(), rest.len()) {
+        ("ping", 0) => Reply::Simple("PONG"),
+        ("ping", 1) | ("echo", 1) => Reply::Bulk(Some(rest[0].clone())),
+        ("get", 1) => from_result(db.get(&rest[0]).await.map(Reply::Bulk)),
+        ("set", 2) => from_result(
+            db.put(&rest[0], rest[1].clone())
+                .await
+                .map(|()| Reply::Simple("OK")),
+        ),
+        ("set", n) if n > 2 => {
+            Reply::Error("ERR syntax error (SET options are not supported)".into())
+        }
+        ("del", n) if n > 0 => {
+            // One batch: the keys that exist, all deleted or none.
+            let found = db.get_many(rest).await;
+            from_result(
+                async {
+                    let mut batch = WriteBatch::new();
+                    let mut n = 0;
+                    for (key, value) in rest.iter().zip(found?) {
+                        if value.is_some() {
+                            batch.delete(key);
+                            n += 1;
+                        }
+                    }
+                    if !batch.is_empty() {
+                        db.write(batch).await?;
+                    }
+                    Ok(Reply::Int(n))
+                }
+                .await,
+            )
+        }
+        ("exists", n) if n > 0 => from_result(
+            db.get_many(rest)
+                .await
+                .map(|v| Reply::Int(v.iter().filter(|v| v.is_some()).count() as i64)),
+        ),
+        ("mget", n) if n > 0 => from_result(
+            db.get_many(rest)
+                .await
+                .map(|v| Reply::Array(v.into_iter().map(Reply::Bulk).collect())),
+        ),
+        ("mset", n) if n > 0 && n % 2 == 0 => {
+            let mut batch = WriteBatch::new();
+            for pair in rest.chunks(2) {
+                if pair[0].len() > silt::MAX_KEY_LEN {
+                    return Some(Reply::Error(format!(
+                        "ERR key is {} bytes; the limit is {}",
+                        pair[0].len(),
+                        silt::MAX_KEY_LEN
+                    )));
+                }
+                batch.put(&pair[0], pair[1].clone());
+            }
+            from_result(db.write(batch).await.map(|()| Reply::Simple("OK")))
+        }
+        ("dbsize", 0) => Reply::Int(db.stats().keys as i64),
+        ("info", _) => {
+            let s = db.stats();
+            let text = format!(
+                "# Server\r\nsilt_version:{}\r\n# Keyspace\r\nkeys:{}\r\nsegments:{}\r\nslabs_in_memory:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                s.keys,
+                s.segments,
+                s.slabs_in_memory
+            );
+            Reply::Bulk(Some(Bytes::from(text)))
+        }
+        // Enough for redis-cli's and redis-benchmark's handshakes.
+        ("command", _) | ("config", _) => Reply::Array(Vec::new()),
+        ("client", _) => Reply::Simple("OK"),
+        ("select", 1) if &rest[0][..] == b"0" => Reply::Simple("OK"),
+        ("select", 1) => Reply::Error("ERR DB index is out of range".into()),
+        ("quit", _) => return None,
+        (
+            "ping" | "echo" | "get" | "set" | "del" | "exists" | "mget" | "mset" | "dbsize"
+            | "select",
+            _,
+        ) => arity(&name),
+        _ => Reply::Error(format!("ERR unknown command '{name}'")),
+    };
+    Some(reply)
+}
+
+/// Serves one connection until the client leaves, QUIT, a protocol
+/// error, or `stop` (after answering what it read).
+async fn connection(
+    mut stream: TcpStream,
+    db: Db,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(16 * 1024);
+    loop {
+        // Every complete request read so far, answered in order.
+        let mut requests = Vec::new();
+        let mut fatal = None;
+        loop {
+            match parse(&mut buf, &limits) {
+                Ok(Some(args)) => requests.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut quit = false;
+        let mut i = 0;
+        while i < requests.len() && !quit {
+            let write = is_write(&requests[i]);
+            let mut run = FuturesOrdered::new();
+            while i < requests.len() && is_write(&requests[i]) == write {
+                run.push_back(execute(db.clone(), std::mem::take(&mut requests[i])));
+                i += 1;
+            }
+            while let Some(reply) = run.next().await {
+                match reply {
+                    Some(r) => r.write(&mut out),
+                    None => {
+                        Reply::Simple("OK").write(&mut out);
+                        quit = true;
+                    }
+                }
+            }
+        }
+        if let Some(ProtocolError(e)) = &fatal {
+            Reply::Error(format!("ERR Protocol error: {e}")).write(&mut out);
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        // On shutdown a request not yet read whole is not answered (and
+        // so not acknowledged).
+        if quit || fatal.is_some() || *stop.borrow() {
+            return Ok(());
+        }
+        tokio::select! {
+            n = stream.read_buf(&mut buf) => if n? == 0 { return Ok(()) },
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, then
+/// waits for every connection to answer what it had read.
+pub async fn serve_until(
+    listener: TcpListener,
+    db: Db,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (mut stream, _) = accepted?;
+                let _ = stream.set_nodelay(true);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    continue;
+                };
+                let (db, stop) = (db.clone(), stop_rx.clone());
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    let _ = connection(stream, db, limits, stop).await;
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "sync" => Ok(Durability::Sync),
+        "buffered" => Ok(Durability::Buffered),
+        "none" => Ok(Durability::None),
+        other => Err(format!(
+            "--durability {other}: expected sync, buffered or none"
+        )),
+    }
+}
+
+#[allow(dead_code)] // unused when the tests include this file
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut dir = None;
+    let mut addr = "127.0.0.1:6380".to_string();
+    let mut mode = Durability::Sync;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--dir" => dir = Some(std::path::PathBuf::from(value)),
+            "--addr" => addr = value,
+            "--durability" => mode = durability(&value)?,
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let db = Db::builder(&dir).durability(mode).open().await?;
+    let listener = TcpListener::bind(&addr).await?;
+    println!("serving {} on {addr} ({mode:?})", dir.display());
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve_until(listener, db.clone(), Limits::default(), ctrl_c).await?;
+    db.close().await?;
+    Ok(())
+}
