@@ -2,6 +2,7 @@
 //! here wrote: every command, pipelines, errors, many connections, the
 //! connection cap and a graceful shutdown.
 
+mod common;
 #[path = "../examples/resp_server.rs"]
 mod resp_server;
 
@@ -309,4 +310,150 @@ async fn shutdown_answers_what_was_read_and_the_store_keeps_it() {
         );
     }
     db.close().await.unwrap();
+}
+
+const CHILD_DIR: &str = "SILT_RESP_CHILD_DIR";
+
+/// Child mode (under `sigkill_loses_no_set_that_got_ok`): serves a `Sync`
+/// store on a free port, prints `PORT <n>`, and runs until killed.
+#[test]
+fn resp_child_server() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = Db::builder(&dir)
+            .durability(silt::Durability::Sync)
+            .open()
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("PORT {}", listener.local_addr().unwrap().port());
+        resp_server::serve_until(listener, db, Limits::default(), std::future::pending())
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn sigkill_loses_no_set_that_got_ok() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut total = 0;
+    for round in 0..3 {
+        let (child, stdout) = common::ChildTest::spawn(
+            "resp_child_server",
+            false,
+            &[(CHILD_DIR, dir.path().display().to_string())],
+        );
+        let mut lines = BufReader::new(stdout).lines();
+        let port: u16 = loop {
+            let line = lines.next().expect("the child printed its port").unwrap();
+            if let Some(p) = line.split("PORT ").nth(1) {
+                break p.trim().parse().unwrap();
+            }
+        };
+        // Four connections stream SETs; each records the SETs that got +OK.
+        let acked = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for c in 0..4 {
+                tasks.push(tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    else {
+                        return acked;
+                    };
+                    let mut reply = [0u8; 5];
+                    for i in 0.. {
+                        let (k, v) = (format!("r{round}-c{c}-{i}"), format!("v{i}"));
+                        let req = format!(
+                            "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                            k.len(),
+                            v.len()
+                        );
+                        if s.write_all(req.as_bytes()).await.is_err()
+                            || s.read_exact(&mut reply).await.is_err()
+                        {
+                            return acked;
+                        }
+                        assert_eq!(&reply, b"+OK\r\n");
+                        acked.push((k, v));
+                    }
+                    acked
+                }));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300 + 100 * round)).await;
+            child.kill();
+            let mut acked = Vec::new();
+            for t in tasks {
+                acked.extend(t.await.unwrap());
+            }
+            acked
+        });
+        assert!(
+            !acked.is_empty(),
+            "round {round}: no SET was acknowledged before the kill"
+        );
+        rt.block_on(async {
+            let db = common::open_after_crash(Db::builder(dir.path())).await;
+            for (k, v) in &acked {
+                assert_eq!(
+                    db.get(k).await.unwrap().as_deref(),
+                    Some(v.as_bytes()),
+                    "round {round}: {k} got +OK"
+                );
+            }
+            db.close().await.unwrap();
+        });
+        total += acked.len();
+    }
+    eprintln!("{total} acknowledged SETs checked after 3 SIGKILLs");
+}
+
+/// redis-cli, end to end. `.ci/run` installs it; on a machine without it
+/// the test says so and passes, unless SILT_REQUIRE_REDIS_CLI is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_end_to_end() {
+    if std::process::Command::new("redis-cli")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("SILT_REQUIRE_REDIS_CLI").is_none(),
+            "redis-cli is required but not installed"
+        );
+        eprintln!("skipped: redis-cli is not installed (apt-get install redis-tools)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Limits::default()).await;
+    let port = server.addr.port().to_string();
+    let cli = |args: &[&str]| {
+        let port = port.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &port])
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+    };
+    assert_eq!(cli(&["PING"]).await.unwrap(), "PONG");
+    assert_eq!(
+        cli(&["SET", "greeting", "hello world"]).await.unwrap(),
+        "OK"
+    );
+    assert_eq!(cli(&["GET", "greeting"]).await.unwrap(), "hello world");
+    assert_eq!(cli(&["MSET", "a", "1", "b", "2"]).await.unwrap(), "OK");
+    assert_eq!(cli(&["MGET", "a", "b", "c"]).await.unwrap(), "1\n2", "c is nil: an empty last line");
+    assert_eq!(cli(&["DEL", "a", "c"]).await.unwrap(), "1");
+    assert_eq!(cli(&["DBSIZE"]).await.unwrap(), "2");
+    assert!(cli(&["FLY"]).await.unwrap().contains("unknown command"));
+    server.stop().await.close().await.unwrap();
 }
