@@ -451,7 +451,11 @@ async fn redis_cli_end_to_end() {
     );
     assert_eq!(cli(&["GET", "greeting"]).await.unwrap(), "hello world");
     assert_eq!(cli(&["MSET", "a", "1", "b", "2"]).await.unwrap(), "OK");
-    assert_eq!(cli(&["MGET", "a", "b", "c"]).await.unwrap(), "1\n2", "c is nil: an empty last line");
+    assert_eq!(
+        cli(&["MGET", "a", "b", "c"]).await.unwrap(),
+        "1\n2",
+        "c is nil: an empty last line"
+    );
     assert_eq!(cli(&["DEL", "a", "c"]).await.unwrap(), "1");
     assert_eq!(cli(&["DBSIZE"]).await.unwrap(), "2");
     assert!(cli(&["FLY"]).await.unwrap().contains("unknown command"));
