@@ -148,6 +148,11 @@ where
     ///
     /// It spawns the task that runs the log's fdatasyncs, so it must be
     /// called inside a Tokio runtime.
+    ///
+    /// # Cancel safety
+    ///
+    /// It only reads; dropped, it leaves the store as it was (the `Db`
+    /// moved in is dropped with it).
     #[tracing::instrument(level = "info", skip_all, err(Display))]
     pub async fn open(db: Db) -> Result<LogStore<C>, StorageError<C::NodeId>> {
         let bounds = match db.get(BOUNDS).await.map_err(|e| read_err(&e))? {

@@ -94,6 +94,10 @@ impl KvReader {
     /// The value of `key` as this node has applied it (a follower may be
     /// behind; call `Raft::ensure_linearizable` first for a read that sees
     /// every acknowledged write).
+    ///
+    /// # Cancel safety
+    ///
+    /// A read: dropping it changes nothing.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, silt::Error> {
         self.db.get(data_key(key.as_ref())).await
     }
@@ -108,6 +112,10 @@ pub struct SnapshotBuilder {
 
 impl StateMachine {
     /// Opens the state machine kept in `db` (empty for a new node).
+    ///
+    /// # Cancel safety
+    ///
+    /// It only reads; dropped, it leaves the store as it was.
     #[tracing::instrument(level = "info", skip_all, err(Display))]
     pub async fn open(db: Db) -> Result<StateMachine, StorageError<NodeId>> {
         let applied = read_applied(&db).await?;
