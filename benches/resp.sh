@@ -40,22 +40,32 @@ measure() {
 echo "| server | test | pipeline | requests/s | p99 |"
 echo "|---|---|---|---|---|"
 port=6391
-for mode in sync buffered; do
-    target/release/examples/resp_server --dir "$base/silt-$mode" --addr "127.0.0.1:$port" --durability "$mode" > /dev/null &
+# silt: Sync on one thread (the server's default) and on two, Buffered.
+for run in sync:1 sync:2 buffered:1; do
+    mode=${run%:*} threads=${run#*:}
+    target/release/examples/resp_server --dir "$base/silt-$mode-$threads" --addr "127.0.0.1:$port" \
+        --durability "$mode" --threads "$threads" > /dev/null &
     pid=$!
     wait_for "$port"
-    measure "silt $mode" "$port"
+    measure "silt $mode, $threads thread(s)" "$port"
     kill -INT "$pid"
     wait "$pid" || true
     port=$((port + 1))
 done
-for fsync in always everysec; do
+version=$(redis-server --version | awk '{print $3}' | tr -d v=)
+# The last server keeps nothing: what redis-benchmark itself can drive on
+# this machine, the ceiling for every row above.
+for fsync in always everysec none; do
     mkdir -p "$base/redis-$fsync"
-    redis-server --port "$port" --dir "$base/redis-$fsync" --appendonly yes --appendfsync "$fsync" \
-        --save "" --daemonize no > /dev/null &
+    if [ "$fsync" = none ]; then
+        persist=(--appendonly no) name="redis-server $version, no persistence (client ceiling)"
+    else
+        persist=(--appendonly yes --appendfsync "$fsync") name="redis-server $version appendfsync $fsync"
+    fi
+    redis-server --port "$port" --dir "$base/redis-$fsync" "${persist[@]}" --save "" --daemonize no > /dev/null &
     pid=$!
     wait_for "$port"
-    measure "redis-server $(redis-server --version | awk '{print $3}' | tr -d v=) appendfsync $fsync" "$port"
+    measure "$name" "$port"
     kill "$pid"
     wait "$pid" || true
     port=$((port + 1))

@@ -2,15 +2,16 @@
 //! Redis users already have (`redis-cli`, `redis-benchmark`, any client).
 //!
 //! `cargo run --release --example resp_server -- [--dir DIR] [--addr ADDR]
-//! [--durability sync|buffered|none]` (defaults: a temporary directory,
-//! 127.0.0.1:6380, `sync`). Ctrl-C stops accepting, answers what was
-//! read, and closes the store.
+//! [--durability sync|buffered|none] [--threads N]` (defaults: a
+//! temporary directory, 127.0.0.1:6380, `sync`, one thread). Ctrl-C stops
+//! accepting, answers what was read, and closes the store.
 //!
 //! Commands: PING, ECHO, GET, SET key value, DEL, EXISTS, MGET, MSET (one
 //! atomic `WriteBatch`), DBSIZE, INFO, COMMAND, CONFIG GET, CLIENT,
 //! SELECT 0, QUIT. Pipelined requests are answered in order; a run of
 //! writes in a pipeline is issued at once, so silt group-commits it
-//! (one fdatasync for the run under `sync`). Unknown commands, wrong
+//! (one fdatasync for the run under `sync`), and a run of plain SETs goes
+//! to the writer as one batch. Unknown commands, wrong
 //! arity and oversize keys get a RESP error and the connection goes on.
 
 use std::future::Future;
@@ -177,6 +178,77 @@ fn is_write(args: &Args) -> bool {
     })
 }
 
+/// Values up to this size go into a pipeline's shared batch of SETs.
+const SET_RUN_VALUE_MAX: usize = 64 << 10;
+/// A shared batch of SETs stops growing at this many bytes (it must fit
+/// in one slab with room to spare).
+const SET_RUN_BYTES_MAX: usize = 1 << 20;
+
+/// A pipeline's next step: one command, or a run of plain `SET key value`s
+/// written as one `WriteBatch`.
+enum Step {
+    One(Args),
+    Sets(Vec<(Bytes, Bytes)>),
+}
+
+impl Step {
+    /// Its replies, in order.
+    async fn run(self, db: Db) -> Vec<Option<Reply>> {
+        match self {
+            Step::One(args) => vec![execute(db, args).await],
+            Step::Sets(sets) => {
+                let n = sets.len();
+                let mut batch = WriteBatch::new();
+                for (key, value) in sets {
+                    batch.put(key, value);
+                }
+                match db.write(batch).await {
+                    Ok(()) => (0..n).map(|_| Some(Reply::Simple("OK"))).collect(),
+                    Err(e) => (0..n)
+                        .map(|_| Some(Reply::Error(format!("ERR {e}"))))
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+/// A plain `SET key value` that can share a batch: a key within the
+/// limit and a value that is not large.
+fn plain_set(args: &Args) -> bool {
+    args.len() == 3
+        && args[0].eq_ignore_ascii_case(b"SET")
+        && args[1].len() <= silt::MAX_KEY_LEN
+        && args[2].len() <= SET_RUN_VALUE_MAX
+}
+
+/// Two or more plain SETs at the front of `requests`, taken out to be
+/// written as one batch: one trip to the writer instead of one each, and
+/// no other client can tell (replies are per command, and a batch that
+/// fails fails each of its SETs, as each alone would have failed).
+fn set_run(requests: &mut [Args]) -> Option<Vec<(Bytes, Bytes)>> {
+    let mut n = 0;
+    let mut bytes = 0;
+    while n < requests.len() && plain_set(&requests[n]) && bytes < SET_RUN_BYTES_MAX {
+        bytes += requests[n][1].len() + requests[n][2].len();
+        n += 1;
+    }
+    if n < 2 {
+        return None;
+    }
+    Some(
+        requests[..n]
+            .iter_mut()
+            .map(|args| {
+                let mut args = std::mem::take(args);
+                let value = args.pop().unwrap_or_default();
+                let key = args.pop().unwrap_or_default();
+                (key, value)
+            })
+            .collect(),
+    )
+}
+
 /// Runs one command. `None` means QUIT: reply `+OK`, then close.
 async fn execute(db: Db, args: Args) -> Option<Reply> {
     let Some(name) = args.first() else {
@@ -245,11 +317,18 @@ async fn execute(db: Db, args: Args) -> Option<Reply> {
         ("info", _) => {
             let s = db.stats();
             let text = format!(
-                "# Server\r\nsilt_version:{}\r\n# Keyspace\r\nkeys:{}\r\nsegments:{}\r\nslabs_in_memory:{}\r\n",
+                "# Server\r\nsilt_version:{}\r\ndurability:{:?}\r\nio_backend:{:?}\r\n\
+                 # Keyspace\r\nkeys:{}\r\nsegments:{}\r\nslabs_in_memory:{}\r\n\
+                 # Commits\r\ncommit_groups:{}\r\navg_group_size:{:.2}\r\nwal_syncs:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
+                s.durability,
+                s.io_backend,
                 s.keys,
                 s.segments,
-                s.slabs_in_memory
+                s.slabs_in_memory,
+                s.commit_groups,
+                s.avg_group_size,
+                s.wal_syncs,
             );
             Reply::Bulk(Some(Bytes::from(text)))
         }
@@ -299,15 +378,26 @@ async fn connection(
             let write = is_write(&requests[i]);
             let mut run = FuturesOrdered::new();
             while i < requests.len() && is_write(&requests[i]) == write {
-                run.push_back(execute(db.clone(), std::mem::take(&mut requests[i])));
-                i += 1;
-            }
-            while let Some(reply) = run.next().await {
-                match reply {
-                    Some(r) => r.write(&mut out),
+                let step = match set_run(&mut requests[i..]) {
+                    Some(sets) => {
+                        i += sets.len();
+                        Step::Sets(sets)
+                    }
                     None => {
-                        Reply::Simple("OK").write(&mut out);
-                        quit = true;
+                        i += 1;
+                        Step::One(std::mem::take(&mut requests[i - 1]))
+                    }
+                };
+                run.push_back(step.run(db.clone()));
+            }
+            while let Some(replies) = run.next().await {
+                for reply in replies {
+                    match reply {
+                        Some(r) => r.write(&mut out),
+                        None => {
+                            Reply::Simple("OK").write(&mut out);
+                            quit = true;
+                        }
                     }
                 }
             }
@@ -380,11 +470,11 @@ fn durability(s: &str) -> Result<Durability, String> {
 }
 
 #[allow(dead_code)] // unused when the tests include this file
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir = None;
     let mut addr = "127.0.0.1:6380".to_string();
     let mut mode = Durability::Sync;
+    let mut threads = 1;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -392,12 +482,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--dir" => dir = Some(std::path::PathBuf::from(value)),
             "--addr" => addr = value,
             "--durability" => mode = durability(&value)?,
+            "--threads" => threads = value.parse().map_err(|e| format!("--threads: {e}"))?,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
+    // One thread by default, as redis-server: measured on 2 cores with
+    // redis-benchmark on the same machine, one thread serves unpipelined
+    // requests faster (fewer wake-ups across threads), a multi-thread
+    // runtime pipelined ones (docs/decisions.md, issue 19).
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve(dir, addr, mode))
+}
+
+#[allow(dead_code)] // unused when the tests include this file
+async fn serve(
+    dir: Option<std::path::PathBuf>,
+    addr: String,
+    mode: Durability,
+) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-    let db = Db::builder(&dir).durability(mode).open().await?;
+    // The writer task on this runtime too, even a current-thread one
+    // (`Auto` would give it a thread of its own): with one thread, a SET
+    // crosses no thread between the socket and the WAL's log thread.
+    let db = Db::builder(&dir)
+        .durability(mode)
+        .runtime(silt::StoreRuntime::Caller)
+        .open()
+        .await?;
     let listener = TcpListener::bind(&addr).await?;
     println!("serving {} on {addr} ({mode:?})", dir.display());
     let ctrl_c = async {

@@ -220,6 +220,68 @@ async fn pipelines_are_answered_in_order() {
     server.stop().await.close().await.unwrap();
 }
 
+/// A pipeline's runs of plain SETs go to the store as one batch each; a
+/// SET that cannot join one (a key over the limit, a large value,
+/// options) is answered on its own, in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_sets_in_a_pipeline_keep_per_command_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Limits::default()).await;
+    let mut con = server.connect().await;
+    let long_key = vec![b'k'; silt::MAX_KEY_LEN + 1];
+    let large = vec![7u8; 200 << 10];
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for i in 0..300 {
+        pipe.cmd("SET").arg(format!("r{}", i % 13)).arg(i);
+        match i % 60 {
+            10 => drop(pipe.cmd("SET").arg(&long_key).arg(i)),
+            20 => drop(pipe.cmd("SET").arg("large").arg(&large)),
+            30 => drop(pipe.cmd("SET").arg("x").arg(1).arg("NX")),
+            _ => {}
+        }
+    }
+    for k in 0..13 {
+        pipe.cmd("GET").arg(format!("r{k}"));
+    }
+    pipe.cmd("GET").arg("large");
+    let replies: Vec<Value> = pipe
+        .query_async(&mut con)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut r = replies.into_iter();
+    for i in 0..300 {
+        assert_eq!(r.next(), Some(Value::Okay), "SET {i}");
+        match i % 60 {
+            10 | 30 => assert!(
+                matches!(r.next(), Some(Value::ServerError(_))),
+                "the refused SET after {i} gets an error in its place"
+            ),
+            20 => assert_eq!(r.next(), Some(Value::Okay), "large SET after {i}"),
+            _ => {}
+        }
+    }
+    for k in 0..13 {
+        // The last SET of each key in the pipeline wins.
+        let last = (0..300).filter(|i| i % 13 == k).max().unwrap();
+        assert_eq!(
+            r.next(),
+            Some(Value::BulkString(last.to_string().into_bytes())),
+            "r{k}"
+        );
+    }
+    match r.next() {
+        Some(Value::BulkString(v)) => assert!(v == large, "large value reads back whole"),
+        other => panic!("GET large: {:?}", other.map(|_| "not a bulk string")),
+    }
+    assert!(r.next().is_none(), "no reply too many");
+    let db = server.stop().await;
+    assert_eq!(db.get(b"r12").await.unwrap().unwrap(), "298");
+    assert!(db.get(b"x").await.unwrap().is_none());
+    assert_eq!(db.stats().keys, 14, "r0..r12 and large, nothing else");
+    db.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_at_once() {
     let dir = tempfile::tempdir().unwrap();
