@@ -127,7 +127,7 @@ fn number(digits: &[u8]) -> Result<usize, ProtocolError> {
 }
 
 /// A RESP2 reply.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Reply {
     Simple(&'static str),
     Error(String),
@@ -138,23 +138,24 @@ enum Reply {
 
 impl Reply {
     fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            Reply::Simple(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
-            Reply::Error(e) => {
-                out.extend_from_slice(format!("-{}\r\n", e.replace(['\r', '\n'], " ")).as_bytes())
-            }
-            Reply::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
-            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+        // `write!` into the Vec formats in place: no String per reply.
+        use std::io::Write;
+        let _ = match self {
+            Reply::Simple(s) => write!(out, "+{s}\r\n"),
+            Reply::Error(e) => write!(out, "-{}\r\n", e.replace(['\r', '\n'], " ")),
+            Reply::Int(n) => write!(out, ":{n}\r\n"),
+            Reply::Bulk(None) => Write::write_all(out, b"$-1\r\n"),
             Reply::Bulk(Some(b)) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                let _ = write!(out, "${}\r\n", b.len());
                 out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
+                Write::write_all(out, b"\r\n")
             }
             Reply::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                let _ = write!(out, "*{}\r\n", items.len());
                 items.iter().for_each(|i| i.write(out));
+                Ok(())
             }
-        }
+        };
     }
 }
 
@@ -173,80 +174,109 @@ fn arity(name: &str) -> Reply {
 /// before it, and a write for the reads before it.
 fn is_write(args: &Args) -> bool {
     args.first().is_some_and(|c| {
-        let c = c.to_ascii_uppercase();
-        c == b"SET" || c == b"DEL" || c == b"MSET"
+        c.eq_ignore_ascii_case(b"SET")
+            || c.eq_ignore_ascii_case(b"DEL")
+            || c.eq_ignore_ascii_case(b"MSET")
     })
 }
 
-/// Values up to this size go into a pipeline's shared batch of SETs.
-const SET_RUN_VALUE_MAX: usize = 64 << 10;
-/// A shared batch of SETs stops growing at this many bytes (it must fit
-/// in one slab with room to spare).
-const SET_RUN_BYTES_MAX: usize = 1 << 20;
-
-/// A pipeline's next step: one command, or a run of plain `SET key value`s
-/// written as one `WriteBatch`.
+/// A pipeline's next step: one command, a run of plain `SET key value`s
+/// written as one `WriteBatch`, or a run of plain `GET key`s read with one
+/// `get_many`: one trip to the writer (or one future) instead of one each.
 enum Step {
     One(Args),
     Sets(Vec<(Bytes, Bytes)>),
+    Gets(Vec<Bytes>),
 }
 
 impl Step {
-    /// Its replies, in order.
+    /// The step at the front of `requests`, and how many requests it took.
+    fn take(requests: &mut [Args]) -> (Step, usize) {
+        let sets = run_len(requests, plain_set, |a| a[1].len() + a[2].len());
+        if sets >= 2 {
+            let pairs = requests[..sets]
+                .iter_mut()
+                .map(|args| {
+                    let mut args = std::mem::take(args);
+                    let value = args.pop().unwrap_or_default();
+                    (args.pop().unwrap_or_default(), value)
+                })
+                .collect();
+            return (Step::Sets(pairs), sets);
+        }
+        let gets = run_len(requests, plain_get, |a| a[1].len());
+        if gets >= 2 {
+            let keys = requests[..gets]
+                .iter_mut()
+                .map(|args| std::mem::take(args).pop().unwrap_or_default())
+                .collect();
+            return (Step::Gets(keys), gets);
+        }
+        (Step::One(std::mem::take(&mut requests[0])), 1)
+    }
+
+    /// Its replies, in order, each as its command alone would have had
+    /// it: a batch that fails fails each of its SETs (as each alone would
+    /// have failed), and a run of GETs that meets an error is read again
+    /// one by one, so only the GET that failed says so.
     async fn run(self, db: Db) -> Vec<Option<Reply>> {
         match self {
             Step::One(args) => vec![execute(db, args).await],
-            Step::Sets(sets) => {
-                let n = sets.len();
+            Step::Sets(pairs) => {
+                let n = pairs.len();
                 let mut batch = WriteBatch::new();
-                for (key, value) in sets {
+                for (key, value) in pairs {
                     batch.put(key, value);
                 }
-                match db.write(batch).await {
-                    Ok(()) => (0..n).map(|_| Some(Reply::Simple("OK"))).collect(),
-                    Err(e) => (0..n)
-                        .map(|_| Some(Reply::Error(format!("ERR {e}"))))
-                        .collect(),
-                }
+                let reply = match db.write(batch).await {
+                    Ok(()) => Reply::Simple("OK"),
+                    Err(e) => Reply::Error(format!("ERR {e}")),
+                };
+                (0..n).map(|_| Some(reply.clone())).collect()
             }
+            Step::Gets(keys) => match db.get_many(&keys).await {
+                Ok(values) => values.into_iter().map(|v| Some(Reply::Bulk(v))).collect(),
+                Err(_) => {
+                    let mut replies = Vec::with_capacity(keys.len());
+                    for key in keys {
+                        replies.push(Some(from_result(db.get(&key).await.map(Reply::Bulk))));
+                    }
+                    replies
+                }
+            },
         }
     }
 }
 
-/// A plain `SET key value` that can share a batch: a key within the
-/// limit and a value that is not large.
+/// Values up to this size join a pipeline's batch of SETs.
+const RUN_VALUE_MAX: usize = 64 << 10;
+/// A run stops growing at this many bytes (a batch must fit in one slab
+/// with room to spare).
+const RUN_BYTES_MAX: usize = 1 << 20;
+
+/// A `SET key value` without options, its key within the limit and its
+/// value not large.
 fn plain_set(args: &Args) -> bool {
     args.len() == 3
         && args[0].eq_ignore_ascii_case(b"SET")
         && args[1].len() <= silt::MAX_KEY_LEN
-        && args[2].len() <= SET_RUN_VALUE_MAX
+        && args[2].len() <= RUN_VALUE_MAX
 }
 
-/// Two or more plain SETs at the front of `requests`, taken out to be
-/// written as one batch: one trip to the writer instead of one each, and
-/// no other client can tell (replies are per command, and a batch that
-/// fails fails each of its SETs, as each alone would have failed).
-fn set_run(requests: &mut [Args]) -> Option<Vec<(Bytes, Bytes)>> {
-    let mut n = 0;
-    let mut bytes = 0;
-    while n < requests.len() && plain_set(&requests[n]) && bytes < SET_RUN_BYTES_MAX {
-        bytes += requests[n][1].len() + requests[n][2].len();
+/// A `GET key` with its key within the limit.
+fn plain_get(args: &Args) -> bool {
+    args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET") && args[1].len() <= silt::MAX_KEY_LEN
+}
+
+/// How many requests at the front of `requests` pass `plain`, up to
+/// `RUN_BYTES_MAX` bytes as counted by `bytes`.
+fn run_len(requests: &[Args], plain: fn(&Args) -> bool, bytes: fn(&Args) -> usize) -> usize {
+    let (mut n, mut total) = (0, 0);
+    while n < requests.len() && total < RUN_BYTES_MAX && plain(&requests[n]) {
+        total += bytes(&requests[n]);
         n += 1;
     }
-    if n < 2 {
-        return None;
-    }
-    Some(
-        requests[..n]
-            .iter_mut()
-            .map(|args| {
-                let mut args = std::mem::take(args);
-                let value = args.pop().unwrap_or_default();
-                let key = args.pop().unwrap_or_default();
-                (key, value)
-            })
-            .collect(),
-    )
+    n
 }
 
 /// Runs one command. `None` means QUIT: reply `+OK`, then close.
@@ -254,9 +284,16 @@ async fn execute(db: Db, args: Args) -> Option<Reply> {
     let Some(name) = args.first() else {
         return Some(Reply::Error("ERR empty command".into()));
     };
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    // Lower-cased on the stack: every known name is short.
+    let mut lower = [0u8; 8];
+    let known = name.len() <= lower.len();
+    if known {
+        lower[..name.len()].copy_from_slice(name);
+        lower.make_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(&lower[..name.len().min(8)]).unwrap_or("");
     let rest = &args[1..];
-    let reply = match (name.as_str(), rest.len()) {
+    let reply = match (if known { lower } else { "" }, rest.len()) {
         ("ping", 0) => Reply::Simple("PONG"),
         ("ping", 1) | ("echo", 1) => Reply::Bulk(Some(rest[0].clone())),
         ("get", 1) => from_result(db.get(&rest[0]).await.map(Reply::Bulk)),
@@ -342,8 +379,11 @@ async fn execute(db: Db, args: Args) -> Option<Reply> {
             "ping" | "echo" | "get" | "set" | "del" | "exists" | "mget" | "mset" | "dbsize"
             | "select",
             _,
-        ) => arity(&name),
-        _ => Reply::Error(format!("ERR unknown command '{name}'")),
+        ) => arity(lower),
+        _ => Reply::Error(format!(
+            "ERR unknown command '{}'",
+            String::from_utf8_lossy(name).to_ascii_lowercase()
+        )),
     };
     Some(reply)
 }
@@ -378,16 +418,8 @@ async fn connection(
             let write = is_write(&requests[i]);
             let mut run = FuturesOrdered::new();
             while i < requests.len() && is_write(&requests[i]) == write {
-                let step = match set_run(&mut requests[i..]) {
-                    Some(sets) => {
-                        i += sets.len();
-                        Step::Sets(sets)
-                    }
-                    None => {
-                        i += 1;
-                        Step::One(std::mem::take(&mut requests[i - 1]))
-                    }
-                };
+                let (step, taken) = Step::take(&mut requests[i..]);
+                i += taken;
                 run.push_back(step.run(db.clone()));
             }
             while let Some(replies) = run.next().await {

@@ -282,6 +282,50 @@ async fn runs_of_sets_in_a_pipeline_keep_per_command_replies() {
     db.close().await.unwrap();
 }
 
+/// A run of GETs that meets a damaged record answers each GET as it
+/// would have been answered alone: only the damaged one gets an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_fails_only_its_get_in_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    db.put("a", "value-a").await.unwrap();
+    db.put("b", "value-b-to-be-damaged").await.unwrap();
+    db.put("c", "value-c").await.unwrap();
+    db.flush().await.unwrap();
+    db.close().await.unwrap();
+    let segment = common::data_files(dir.path(), "silt").remove(0);
+    let bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(20)
+        .position(|w| w == b"value-b-to-be-damage")
+        .unwrap();
+    let mut damaged = bytes;
+    damaged[at + 3] ^= 0x40;
+    std::fs::write(&segment, damaged).unwrap();
+
+    let server = start(dir.path(), Limits::default()).await;
+    let mut con = server.connect().await;
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for key in ["a", "b", "c", "missing"] {
+        pipe.cmd("GET").arg(key);
+    }
+    let replies: Vec<Value> = pipe
+        .query_async(&mut con)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(replies.len(), 4);
+    assert_eq!(replies[0], Value::BulkString(b"value-a".to_vec()));
+    assert!(
+        matches!(&replies[1], Value::ServerError(e) if format!("{e:?}").contains("CRC")),
+        "{:?}",
+        replies[1]
+    );
+    assert_eq!(replies[2], Value::BulkString(b"value-c".to_vec()));
+    assert_eq!(replies[3], Value::Nil);
+    server.stop().await.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_at_once() {
     let dir = tempfile::tempdir().unwrap();
