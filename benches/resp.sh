@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# redis-benchmark against examples/resp_server.rs (silt under Sync and
-# Buffered) and against redis-server with its append-only file
-# (appendfsync always, then everysec), in one run on this machine.
+# redis-benchmark against examples/resp_server.rs (silt under Sync on one
+# thread and on two, Buffered on one) and against redis-server with its
+# append-only file (appendfsync always, then everysec), then with no
+# persistence (what the client itself can drive), in one run on this
+# machine.
 #
 #   bash benches/resp.sh            # N=1000000 requests per test
 #   N=200000 bash benches/resp.sh   # quicker
