@@ -69,9 +69,38 @@ pub(crate) struct WalFiles {
     /// durability; `Buffered` does it in `sync` instead).
     sync_dir_on_create: bool,
     files: HashMap<u32, WalFile>,
+    /// Without `sync_dir_on_create`: which creations `sync` must still
+    /// make durable with a directory fsync. Each fsync of a directory is a
+    /// device cache flush here, as costly as the fdatasync it follows, so
+    /// `sync` does one only when a file was created since the last.
+    dir_entries: Arc<DirEntries>,
     bounce: AlignedBuf,
     /// A write or fdatasync this slow is logged (`Builder::slow_op_warning`).
     slow: Duration,
+}
+
+/// Counts file creations (bumped by the writer, lock-free) against the
+/// count the last directory fsync covered (kept under a lock held through
+/// that fsync, so a `sync` that finds nothing left to do knows the fsync
+/// that covered its files has finished, not merely started).
+#[derive(Debug)]
+struct DirEntries {
+    created: AtomicU64,
+    synced: crate::sync::Mutex<u64>,
+}
+
+impl DirEntries {
+    /// fsyncs `dir` unless every creation counted so far is covered.
+    fn sync(&self, vfs: &dyn Vfs, dir: &std::path::Path) -> Result<()> {
+        let mut synced = crate::sync::lock(&self.synced);
+        let created = self.created.load(Ordering::Acquire);
+        if *synced < created {
+            vfs.sync_dir(dir)
+                .map_err(|e| Error::io("fsync data directory", dir, e))?;
+            *synced = created;
+        }
+        Ok(())
+    }
 }
 
 impl WalFiles {
@@ -90,6 +119,12 @@ impl WalFiles {
             direct_used,
             sync_dir_on_create,
             files: HashMap::new(),
+            // One creation counted from the start: the first `sync` also
+            // covers what open and recovery left in the directory.
+            dir_entries: Arc::new(DirEntries {
+                created: AtomicU64::new(1),
+                synced: crate::sync::Mutex::new(0),
+            }),
             bounce: AlignedBuf::zeroed(PAGE),
             slow,
         }
@@ -129,6 +164,7 @@ impl WalFiles {
                 .open_write(&path, true, self.direct)
                 .map_err(|e| WalError::Write(Error::io("create WAL", &path, e)))?;
             self.direct_used.store(direct, Ordering::Relaxed);
+            self.dir_entries.created.fetch_add(1, Ordering::Release);
             if self.sync_dir_on_create {
                 // The new entry must be durable before any write in the file
                 // is acknowledged as durable.
@@ -201,8 +237,8 @@ impl WalFiles {
         self.files.remove(&file_id);
     }
 
-    /// A job that fdatasyncs every open WAL file and the directory; runs on
-    /// a blocking thread.
+    /// A job that fdatasyncs every open WAL file, and the directory if a
+    /// file was created since its last fsync; runs on a blocking thread.
     pub fn sync_job(&self) -> impl FnOnce() -> Result<()> + Send + 'static {
         let files: Vec<SyncTarget> = self
             .files
@@ -213,13 +249,16 @@ impl WalFiles {
                 slow: self.slow,
             })
             .collect();
-        let (vfs, dir) = (self.vfs.clone(), self.data_dir.clone());
+        let (vfs, dir, entries) = (
+            self.vfs.clone(),
+            self.data_dir.clone(),
+            self.dir_entries.clone(),
+        );
         move || {
             for f in files {
                 f.sync(&dir).map_err(|e| e.error().clone())?;
             }
-            vfs.sync_dir(&dir)
-                .map_err(|e| Error::io("fsync data directory", &dir, e))
+            entries.sync(vfs.as_ref(), &dir)
         }
     }
 }

@@ -184,6 +184,57 @@ async fn a_transient_flush_failure_is_retried() {
     db.close().await.unwrap();
 }
 
+/// Under `Buffered`, `sync` fsyncs the directory only when a WAL file was
+/// created since the last one (each is a device cache flush, as costly as
+/// the fdatasync before it), and the one it does keeps the new file
+/// through a power cut.
+#[tokio::test]
+async fn buffered_sync_fsyncs_the_directory_only_after_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let inj = FaultInjector::new();
+    let db = builder(dir.path(), &inj, Durability::Buffered)
+        .open()
+        .await
+        .unwrap();
+    let count_dir_syncs = || {
+        inj.set_plan(Some(FaultPlan {
+            kind: OpKind::SyncDir,
+            nth: u64::MAX,
+            fault: Fault::Eio,
+            persistent: false,
+        }))
+    };
+    db.put("k0", "v").await.unwrap();
+    count_dir_syncs();
+    db.sync().await.unwrap();
+    assert_eq!(inj.plan_ops(), 1, "the first sync covers what open created");
+    count_dir_syncs();
+    for i in 1..20 {
+        db.put(format!("k{i}"), "v").await.unwrap();
+        db.sync().await.unwrap();
+    }
+    assert_eq!(inj.plan_ops(), 0, "no file created, no directory fsync");
+    // A new slab, so a new WAL file for the next write.
+    db.flush().await.unwrap();
+    count_dir_syncs();
+    db.put("after-flush", "v").await.unwrap();
+    db.sync().await.unwrap();
+    db.put("after-flush-2", "v").await.unwrap();
+    db.sync().await.unwrap();
+    assert_eq!(inj.plan_ops(), 1, "one fsync for the new file, then none");
+    // Power is cut right after: the new file and both keys are there.
+    inj.freeze_at(inj.ops() + 1);
+    let _ = db.close().await;
+    common::wait_unlocked(dir.path());
+    inj.power_cut(&dir.path().join("data"), PowerCut::Clean)
+        .unwrap();
+    let db = Db::builder(dir.path()).open().await.unwrap();
+    for key in ["k0", "k19", "after-flush", "after-flush-2"] {
+        assert_eq!(db.get(key).await.unwrap().unwrap(), "v", "{key}");
+    }
+    db.close().await.unwrap();
+}
+
 /// Issue 16.6: a flush that failed after its rename (here the directory
 /// fsync) retried by reopening `<id>.log`, which the rename had moved, and
 /// poisoned the store though the segment was whole. The retry now picks up

@@ -219,6 +219,18 @@ impl FaultInjector {
         lock(&self.state).freeze_at = Some(n);
     }
 
+    /// Operations of the plan's kind counted since it was set (a plan
+    /// whose `nth` is never reached only counts).
+    pub fn plan_ops(&self) -> u64 {
+        let st = lock(&self.state);
+        st.plan.map_or(0, |p| {
+            st.kind_ops
+                .get(&format!("{:?}", p.kind))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
     /// Operations seen so far.
     pub fn ops(&self) -> u64 {
         lock(&self.state).ops
