@@ -161,16 +161,20 @@ async fn run(n: usize, dir: &Path) -> Vec<Row> {
     measure("in-memory (no disk)", stores, n, &mut rows).await;
 
     #[cfg(feature = "rocksdb")]
-    {
+    for (name, off_runtime) in [
+        ("RocksDB log", false),
+        ("RocksDB log, writes on a blocking thread", true),
+    ] {
         let stores = (1..=3)
             .map(|id| {
+                let path = dir.join(format!("rocks{id}-{off_runtime}"));
                 (
-                    peers::rocks::RocksLog::open(&dir.join(format!("rocks{id}"))),
+                    peers::rocks::RocksLog::open(&path, off_runtime),
                     peers::mem::MemSm::default(),
                 )
             })
             .collect();
-        measure("RocksDB log", stores, n, &mut rows).await;
+        measure(name, stores, n, &mut rows).await;
     }
     rows
 }

@@ -4,7 +4,10 @@
 //! `openraft-rocksstore` 0.9 implements the v1 `RaftStorage` (see
 //! mem.rs). As in openraft's `raft-kv-rocksdb` example, the state machine
 //! beside it lives in memory. An append is one write batch with a synced
-//! WAL before its callback, so it is as durable as silt-raft's.
+//! WAL before its callback, so it is as durable as silt-raft's. As
+//! openraft's store does, the write runs on the runtime worker (blocking
+//! it for the fdatasync); `off_runtime` moves it to a blocking thread, as
+//! silt's sync is.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -21,6 +24,9 @@ use silt_raft::TypeConfig;
 #[derive(Clone)]
 pub struct RocksLog {
     db: Arc<DB>,
+    /// Synced writes on a blocking thread (`spawn_blocking`) instead of
+    /// on the runtime worker, which openraft's RocksDB store blocks.
+    off_runtime: bool,
 }
 
 fn werr(e: &(impl std::error::Error + 'static)) -> StorageError<u64> {
@@ -32,19 +38,30 @@ fn rerr(e: &(impl std::error::Error + 'static)) -> StorageError<u64> {
 }
 
 impl RocksLog {
-    pub fn open(path: &Path) -> RocksLog {
+    pub fn open(path: &Path, off_runtime: bool) -> RocksLog {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = ["logs", "meta"].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).expect("open RocksDB");
-        RocksLog { db: Arc::new(db) }
+        RocksLog {
+            db: Arc::new(db),
+            off_runtime,
+        }
     }
 
-    fn synced() -> WriteOptions {
+    /// Writes `batch`, with a synced WAL if `sync`.
+    async fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError<u64>> {
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        wo
+        wo.set_sync(sync);
+        if !self.off_runtime {
+            return self.db.write_opt(batch, &wo).map_err(|e| werr(&e));
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.write_opt(batch, &wo))
+            .await
+            .map_err(|e| werr(&e))?
+            .map_err(|e| werr(&e))
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -58,21 +75,16 @@ impl RocksLog {
         }
     }
 
-    fn put_meta<T: serde::Serialize>(
+    async fn put_meta<T: serde::Serialize>(
         &self,
         key: &str,
         value: &T,
         sync: bool,
     ) -> Result<(), StorageError<u64>> {
-        let cf = self.db.cf_handle("meta").expect("meta family");
         let mut batch = WriteBatch::default();
+        let cf = self.db.cf_handle("meta").expect("meta family");
         batch.put_cf(cf, key, postcard::to_allocvec(value).map_err(|e| werr(&e))?);
-        let wo = if sync {
-            Self::synced()
-        } else {
-            WriteOptions::default()
-        };
-        self.db.write_opt(batch, &wo).map_err(|e| werr(&e))
+        self.write(batch, sync).await
     }
 }
 
@@ -129,7 +141,7 @@ impl RaftLogStorage<TypeConfig> for RocksLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.put_meta("vote", vote, true)
+        self.put_meta("vote", vote, true).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -140,7 +152,7 @@ impl RaftLogStorage<TypeConfig> for RocksLog {
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        self.put_meta("committed", &committed, false)
+        self.put_meta("committed", &committed, false).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -165,9 +177,7 @@ impl RaftLogStorage<TypeConfig> for RocksLog {
                 postcard::to_allocvec(&e).map_err(|e| werr(&e))?,
             );
         }
-        self.db
-            .write_opt(batch, &Self::synced())
-            .map_err(|e| werr(&e))?;
+        self.write(batch, true).await?;
         callback.log_io_completed(Ok(()));
         Ok(())
     }
@@ -176,18 +186,14 @@ impl RaftLogStorage<TypeConfig> for RocksLog {
         let cf = self.db.cf_handle("logs").expect("logs family");
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
-        self.db
-            .write_opt(batch, &Self::synced())
-            .map_err(|e| werr(&e))
+        self.write(batch, true).await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.put_meta("purged", &log_id, false)?;
+        self.put_meta("purged", &log_id, false).await?;
         let cf = self.db.cf_handle("logs").expect("logs family");
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes());
-        self.db
-            .write_opt(batch, &WriteOptions::default())
-            .map_err(|e| werr(&e))
+        self.write(batch, false).await
     }
 }
