@@ -10,8 +10,9 @@
 //! atomic `WriteBatch`), DBSIZE, INFO, COMMAND, CONFIG GET, CLIENT,
 //! SELECT 0, QUIT. Pipelined requests are answered in order; a run of
 //! writes in a pipeline is issued at once, so silt group-commits it
-//! (one fdatasync for the run under `sync`), and a run of plain SETs goes
-//! to the writer as one batch. Unknown commands, wrong
+//! (one fdatasync for the run under `sync`); a run of plain SETs goes to
+//! the writer as one batch and a run of plain GETs is one `get_many`.
+//! Unknown commands, wrong
 //! arity and oversize keys get a RESP error and the connection goes on.
 
 use std::future::Future;
@@ -284,16 +285,19 @@ async fn execute(db: Db, args: Args) -> Option<Reply> {
     let Some(name) = args.first() else {
         return Some(Reply::Error("ERR empty command".into()));
     };
-    // Lower-cased on the stack: every known name is short.
-    let mut lower = [0u8; 8];
-    let known = name.len() <= lower.len();
-    if known {
-        lower[..name.len()].copy_from_slice(name);
-        lower.make_ascii_lowercase();
-    }
-    let lower = std::str::from_utf8(&lower[..name.len().min(8)]).unwrap_or("");
+    // Lower-cased on the stack: every known name fits in 8 bytes, and a
+    // longer one is unknown ("").
+    let mut buf = [0u8; 8];
+    let lower = match buf.get_mut(..name.len()) {
+        Some(b) => {
+            b.copy_from_slice(name);
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        None => "",
+    };
     let rest = &args[1..];
-    let reply = match (if known { lower } else { "" }, rest.len()) {
+    let reply = match (lower, rest.len()) {
         ("ping", 0) => Reply::Simple("PONG"),
         ("ping", 1) | ("echo", 1) => Reply::Bulk(Some(rest[0].clone())),
         ("get", 1) => from_result(db.get(&rest[0]).await.map(Reply::Bulk)),
