@@ -505,8 +505,7 @@ impl Builder {
         };
         let queue = shared.config.max_sealed_slabs + init.recovered.len();
         let flush_tx = flush::start_workers(shared.config.flush_workers, queue, shared.clone())?;
-        let resolve = crate::resolve::spawn(&rt, shared.clone());
-        let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init, resolve);
+        let writer = Writer::new(shared.clone(), rx, wal, flush_tx, init);
         crate::gc::spawn_background(&rt, shared.clone(), tx.downgrade());
         let (halt_tx, halt_rx) = tokio::sync::oneshot::channel();
         *crate::sync::lock(&shared.halt) = Some(halt_tx);

@@ -7,7 +7,7 @@ use crate::record::MAX_KEY_LEN;
 use crate::shared::Shared;
 use crate::slab::FILE_HEADER_LEN;
 use crate::sync::Ordering;
-use crate::writer::{Op, Request};
+use crate::writer::{Facts, Op, Request, WriteRequest};
 use crate::{CompactionReport, FileSpace, WriteBatch};
 use bytes::Bytes;
 use futures::Stream;
@@ -296,12 +296,47 @@ impl Db {
             let waiting = tx.max_capacity() - tx.capacity();
             crate::signals::gauge("silt_queue_depth", waiting as f64);
         }
-        let res = self.call(|reply| Request::Write { ops, reply }).await;
+        let res = self.send_write(ops).await;
         timer.record("silt_write_seconds");
         if res.is_ok() {
             crate::signals::count("silt_written_bytes_total", total as u64);
         }
         res
+    }
+
+    /// Sends a write to the writer. The writer hands it back, nothing of it
+    /// done, when a record it must compare a key with is not in memory;
+    /// this task then reads those records on the I/O threads and sends it
+    /// again with what it found (`crate::writer::decide`).
+    async fn send_write(&self, mut ops: Vec<Op>) -> Result<()> {
+        let mut facts = Facts::default();
+        loop {
+            self.shared().check_open()?;
+            let writer = self.writer()?;
+            let (reply, rx) = oneshot::channel();
+            let (bounce, bounced) = oneshot::channel();
+            let req = WriteRequest {
+                ops,
+                facts,
+                reply,
+                bounce,
+            };
+            let sent = writer.send(Request::Write(req)).await.is_ok();
+            if let Ok(back) = bounced.await {
+                ops = back.ops;
+                facts = back.facts;
+                self.shared().read_facts(back.unknown, &mut facts).await?;
+                continue;
+            }
+            return match rx.await {
+                Ok(res) if sent => res,
+                // As in `call`.
+                _ => {
+                    self.shared().wait_stopped().await;
+                    Err(self.shared().stopped_error())
+                }
+            };
+        }
     }
 
     /// Sets `key` to `value`. Resolves when the write has the configured
@@ -317,7 +352,11 @@ impl Db {
     /// there), after its arguments are checked. Dropped before that,
     /// nothing is written. Dropped after, it goes on exactly as if it were
     /// awaited (`tokio::time::timeout` polls it once even with a zero
-    /// duration): it is applied or fails, and only the answer is lost. To
+    /// duration): it is applied or fails, and only the answer is lost;
+    /// except that an overwrite or delete of a key whose old record is not
+    /// in memory comes back to this future, which reads the old record's
+    /// key and queues the write again: dropped meanwhile, nothing of it is
+    /// written. Either way a write is applied whole or not at all. To
     /// learn the outcome, await a later [`Db::flush`], which returns once
     /// every write queued before it is applied or has failed; a `get` then
     /// tells which.
@@ -593,11 +632,7 @@ impl Db {
     /// ```
     pub async fn flush(&self) -> Result<()> {
         let upto = self.call(|reply| Request::Flush { reply }).await?;
-        self.shared().wait_flushed(upto).await?;
-        // Overwrites of records that were not in memory leave an index
-        // entry to resolve in the background; settle them too.
-        self.shared().wait_resolved().await;
-        Ok(())
+        self.shared().wait_flushed(upto).await
     }
 
     /// Drops every segment's pages from the page cache and forgets what
@@ -666,9 +701,7 @@ impl Db {
             crate::gc::compact(&shared, &writer, crate::gc::Pick::AnyGarbage).await
         });
         let _stop_if_dropped = crate::runtime::AbortOnDrop(task.abort_handle());
-        let report = task.await.map_err(|_| self.shared().stopped_error())??;
-        self.shared().wait_resolved().await;
-        Ok(report)
+        task.await.map_err(|_| self.shared().stopped_error())?
     }
 
     /// Record and live bytes of every data file, oldest first (the live

@@ -38,7 +38,7 @@ use crate::shared::Shared;
 use crate::slab::FILE_HEADER_LEN;
 use crate::space::FileSpace;
 use crate::sync::{lock, Ordering};
-use crate::writer::{Op, Request};
+use crate::writer::{Op, Relocated, Request};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,11 +247,7 @@ fn location(id: u32, e: &FooterEntry) -> Location {
 }
 
 fn is_live(shared: &Shared, id: u32, e: &FooterEntry) -> bool {
-    !e.delete
-        && shared
-            .index
-            .entry_at(e.hash, location(id, e))
-            .is_some_and(|x| !x.tombstone)
+    !e.delete && shared.index.entry_at(e.hash, location(id, e)).is_some()
 }
 
 /// Runs `f` on the blocking pool: footers are walked through the
@@ -324,7 +320,7 @@ async fn compact_segment(
         .iter()
         .map(|rec| Op::MoveTombstone {
             key: rec.key_bytes(),
-            known: Vec::new(),
+            facts: Default::default(),
         })
         .collect();
     let puts: Vec<&FooterEntry> = entries.iter().filter(|e| !e.delete).collect();
@@ -349,43 +345,28 @@ async fn compact_segment(
         let mut ops = Vec::with_capacity(live.len() + tombstones.len());
         for op in std::mem::take(&mut tombstones) {
             let key = op.key().clone();
-            let known = shared.known_identities(&key, None).await;
-            ops.push(Op::MoveTombstone { key, known });
+            let facts = shared.facts_for(&key).await;
+            ops.push(Op::MoveTombstone { key, facts });
         }
         let live: Vec<&FooterEntry> = live.into_iter().copied().collect();
         for (e, rec) in live.iter().zip(read_records(shared, seg, &live).await?) {
-            let from = location(id, e);
-            let key = rec.key_bytes();
-            let known = shared.known_identities(&key, Some(from)).await;
             ops.push(Op::Move {
-                key,
+                key: rec.key_bytes(),
                 value: rec.value_bytes(),
-                from,
+                from: location(id, e),
                 from_len: e.len,
-                known,
             });
         }
-        let sent: Vec<(bool, u64)> = ops
-            .iter()
-            .map(|op| (op.is_delete(), op.encoded_len() as u64))
-            .collect();
-        let deferred = send_moves(tx, ops).await?;
-        for (delete, len) in sent {
-            written += len;
-            if delete {
-                report.tombstones_kept += 1;
-            } else {
-                report.records_moved += 1;
-            }
-        }
-        for op in deferred {
-            written -= op.encoded_len() as u64;
+        let done = send_moves(tx, ops).await?;
+        written += done.appended_bytes;
+        report.records_moved += done.moves;
+        report.tombstones_kept += done.tombstones;
+        report.tombstones_dropped += done.tombstones_dropped;
+        for op in done.deferred {
             if op.is_delete() {
-                report.tombstones_kept -= 1;
-                // A write of the key was not yet applied: ask again once it is.
+                // Ask again once the write of its key is applied (or once
+                // GC has read what the writer could not tell).
                 tombstones.push(op);
-            } else {
-                report.records_moved -= 1;
             }
         }
     }
@@ -415,6 +396,8 @@ fn drop_segment(shared: &Shared, id: u32, op: &'static str) -> Result<()> {
     // more), and the next compaction or eviction tries again.
     let dir = shared.registry.data_dir();
     let path = segment_path(dir, id);
+    let next = shared.registry.max_id().saturating_add(1);
+    shared.id_floor.cover(&*shared.vfs, dir, id, next)?;
     match shared.vfs.remove_file(&path) {
         Ok(()) => {}
         // A retry after the unlink went through but its fsync failed.
@@ -431,10 +414,11 @@ fn drop_segment(shared: &Shared, id: u32, op: &'static str) -> Result<()> {
 }
 
 /// Sends moves in chunks; each reply means the writer appended or dropped
-/// them and applied every earlier write. Returns the moves it deferred
-/// because a write of their key was not yet applied.
-async fn send_moves(tx: &mpsc::Sender<Request>, moves: Vec<Op>) -> Result<Vec<Op>> {
-    let mut deferred = Vec::new();
+/// them and applied every earlier write. Returns what it did, and the
+/// moves it deferred (a write of their key was not yet applied, or a
+/// tombstone whose key's other entries it could not tell).
+async fn send_moves(tx: &mpsc::Sender<Request>, moves: Vec<Op>) -> Result<Relocated> {
+    let mut done = Relocated::default();
     let mut chunk = Vec::new();
     let mut bytes = 0;
     let mut iter = moves.into_iter().peekable();
@@ -444,17 +428,17 @@ async fn send_moves(tx: &mpsc::Sender<Request>, moves: Vec<Op>) -> Result<Vec<Op
         if bytes >= MOVE_CHUNK_BYTES || chunk.len() >= MOVE_CHUNK_RECORDS || iter.peek().is_none() {
             let moves = std::mem::take(&mut chunk);
             bytes = 0;
-            let (deferred_tx, deferred_rx) = oneshot::channel();
+            let (outcome_tx, outcome_rx) = oneshot::channel();
             ask(tx, |reply| Request::Relocate {
                 moves,
-                deferred: deferred_tx,
+                outcome: outcome_tx,
                 reply,
             })
             .await?;
-            deferred.extend(deferred_rx.await.unwrap_or_default());
+            done.add(outcome_rx.await.unwrap_or_default());
         }
     }
-    Ok(deferred)
+    Ok(done)
 }
 
 /// Hashes of the deletes among `entries`.

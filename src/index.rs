@@ -1,10 +1,9 @@
 //! The sharded in-memory index: key → [`Entry`] of its newest record.
 //!
 //! Each entry is 12 bytes: 26 bits of the key's xxh3 hash, the file id,
-//! the record's offset (30 bits), a 7-bit [`LenClass`] (a bound on the
+//! the record's offset (31 bits) and a 7-bit [`LenClass`] (a bound on the
 //! record's length, so a read of a record that is not in memory is one
-//! I/O of about its size; six bits beside the hash, one above the offset)
-//! and a tombstone bit (below).
+//! I/O of about its size; six bits beside the hash, one above the offset).
 //! The shard is picked by the top bits of the hash. Full key bytes live
 //! only in the record: a lookup compares them, so two keys with equal
 //! hashes are both kept and found correctly.
@@ -15,18 +14,15 @@
 //! per key; staggered, the shards' load factors spread over a whole doubling
 //! and the index stays near 21 bytes per key (docs/decisions.md).
 //!
-//! Only the writer actor (and recovery, before the writer starts) inserts,
-//! so "newest wins" is decided by the order the writer applies durable
-//! records. To replace a key's entry the writer must know that an entry
-//! with the same hash bits holds the same key, which means reading the
-//! entry's record; when that record is not in memory the writer does not
-//! wait for the disk ([`Identity::Unknown`]): it adds the new entry beside
-//! the old one (a tombstone entry for a delete) and a background task
-//! reads the old key and removes whichever entry is stale. While two
-//! entries of one key exist, the one at the higher location is the newer
-//! (locations grow in write order; GC never moves a record whose key has
-//! an unresolved entry), so lookups that compare keys newest first are
-//! always right; removing the stale entry only frees memory.
+//! **One entry per key, always.** A key's entry is its newest record if
+//! that is a put, and a key whose newest record is a delete has none. Only
+//! the writer actor (and recovery, before the writer starts) inserts, and
+//! it replaces a key's entry only once it knows which entries with the
+//! key's hash bits hold the key: where a record is not in memory, the
+//! writer hands the write back to its caller, whose task reads the record
+//! and sends the write again with what it found (`crate::writer::Facts`).
+//! So readers, GC, scans, followers and space accounting never meet a key
+//! with two entries or an entry that hides another.
 
 use crate::sync::{read, write, RwLock};
 use hashbrown::HashTable;
@@ -42,14 +38,16 @@ const ROUTE_BITS: u32 = 12;
 /// rest are hash.
 const CLASS_BITS: u32 = 6;
 const CLASS_MASK: u32 = (1 << CLASS_BITS) - 1;
-/// Classes are 7 bits: the seventh is bit 30 of the offset.
+/// Classes are 7 bits: the seventh is bit 31 of the offset field.
 const CLASS_LIMIT: u8 = 127;
-/// Offsets are below 1 GiB (the largest slab; an XL file's one record is
-/// at 4 KiB), which leaves the top two bits of the offset field free.
-const CLASS_HIGH_BIT: u32 = 1 << 30;
-/// In an entry's offset: a tombstone entry.
-const TOMBSTONE_BIT: u32 = 1 << 31;
+/// Records start below 2 GiB: a slab is at most 1 GiB, and a write with a
+/// file of its own is refused if one of its records would start past
+/// [`MAX_RECORD_OFFSET`] (the segment footer keeps 31 offset bits too).
+/// That leaves the top bit of the offset field for the length class.
+const CLASS_HIGH_BIT: u32 = 1 << 31;
 const OFFSET_MASK: u32 = CLASS_HIGH_BIT - 1;
+/// The largest offset at which a record may start.
+pub const MAX_RECORD_OFFSET: u32 = OFFSET_MASK;
 
 /// slot → shard, with shard `i` owning a run of slots proportional to
 /// 2^(i/SHARDS).
@@ -122,29 +120,26 @@ impl LenClass {
     }
 }
 
-/// An index entry: where a key's newest record is, a bound on its length,
-/// and whether it is a tombstone entry (a delete whose older entries are
-/// still being resolved, see the module docs; never seen otherwise).
+/// An index entry: where a key's newest record is, and a bound on its
+/// length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub loc: Location,
     pub class: LenClass,
-    pub tombstone: bool,
 }
 
 impl Entry {
-    /// A put's entry.
+    /// The entry of a record of `len` bytes at `loc`.
     pub fn put(loc: Location, len: u64) -> Entry {
         Entry {
             loc,
             class: LenClass::of(len),
-            tombstone: false,
         }
     }
 }
 
-/// Whether an entry's record holds the key being written, as far as the
-/// writer can tell without waiting for the disk.
+/// Whether an entry's record holds a given key, as far as the writer can
+/// tell without waiting for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Identity {
     Same,
@@ -171,8 +166,7 @@ impl Packed {
                     CLASS_HIGH_BIT
                 } else {
                     0
-                }
-                | if e.tombstone { TOMBSTONE_BIT } else { 0 },
+                },
         }
     }
 
@@ -192,7 +186,6 @@ impl Packed {
         Entry {
             loc: self.location(),
             class: LenClass(((self.tag & CLASS_MASK) | high) as u8),
-            tombstone: self.offset & TOMBSTONE_BIT != 0,
         }
     }
 
@@ -212,8 +205,6 @@ fn table_hash(bits: u32) -> u64 {
 #[derive(Default)]
 struct Shard {
     table: HashTable<Packed>,
-    /// Tombstone entries in `table` (not keys).
-    tombstones: usize,
 }
 
 impl Shard {
@@ -225,7 +216,6 @@ impl Shard {
     }
 
     fn insert(&mut self, bits: u32, p: Packed) {
-        self.tombstones += usize::from(p.offset & TOMBSTONE_BIT != 0);
         self.table
             .insert_unique(table_hash(bits), p, |e| table_hash(e.hash_bits()));
     }
@@ -235,35 +225,10 @@ impl Shard {
         match self.table.find_entry(table_hash(bits), |p| {
             p.hash_bits() == bits && p.location() == loc
         }) {
-            Ok(found) => {
-                let p = found.remove().0;
-                self.tombstones -= usize::from(p.offset & TOMBSTONE_BIT != 0);
-                Some(p.entry())
-            }
+            Ok(found) => Some(found.remove().0.entry()),
             Err(_) => None,
         }
     }
-}
-
-/// What [`Index::apply`] did.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Entries of the same key it removed (superseded records).
-    pub removed: Vec<Entry>,
-    /// Entries with the key's hash whose records were not in memory: left
-    /// in place, to be resolved in the background.
-    pub unknown: Vec<Entry>,
-}
-
-/// What [`Index::relocate`] did with a GC move.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Relocated {
-    /// The key now points at the copy.
-    Moved,
-    /// The key no longer points at the moved record.
-    Gone,
-    /// Another entry may hold the key: nothing changed (GC tries again).
-    Kept,
 }
 
 /// The sharded index.
@@ -362,115 +327,64 @@ impl Index {
         superseded
     }
 
-    /// Applies a put (`entry`) or a delete (`entry` is its tombstone
-    /// record) of a key whose hash is `hash`. `identity` says, for each
-    /// entry with the same hash bits, whether its record holds the key:
-    /// entries of the same key are removed; unknown ones stay and are
-    /// returned. A put's entry is then added; a delete adds a tombstone
-    /// entry only if unknown entries are left (it hides them until they
-    /// are resolved).
+    /// Applies a write of a key whose hash is `hash`: the entries `same`
+    /// says hold the key are removed (and returned), and `new` (a put's
+    /// entry; `None` for a delete) is added. `same` must know every entry
+    /// with the key's hash bits: the writer decided them before the write
+    /// was appended (see the module docs).
     pub fn apply(
         &self,
         hash: u64,
-        entry: Entry,
-        delete: bool,
-        mut identity: impl FnMut(Entry) -> Identity,
-    ) -> Applied {
+        new: Option<Entry>,
+        mut same: impl FnMut(Entry) -> bool,
+    ) -> Vec<Entry> {
         let (shard, bits) = self.split(hash);
         let mut shard = write(shard);
-        let mut out = Applied::default();
-        for p in shard.matching(bits) {
-            let e = p.entry();
-            match identity(e) {
-                Identity::Same => out.removed.push(e),
-                Identity::Unknown => out.unknown.push(e),
-                Identity::Different => {}
-            }
-        }
-        for e in &out.removed {
+        let removed: Vec<Entry> = shard
+            .matching(bits)
+            .map(Packed::entry)
+            .filter(|&e| same(e))
+            .collect();
+        for e in &removed {
             shard.remove_at(bits, e.loc);
         }
-        if !delete || !out.unknown.is_empty() {
-            let new = Entry {
-                tombstone: delete,
-                ..entry
-            };
+        if let Some(new) = new {
             shard.insert(bits, Packed::new(hash, new));
         }
-        out
+        removed
     }
 
-    /// GC's compare-and-swap: points the key from `from` to `to` only if
-    /// it still points at `from` and no other entry may hold the key.
-    /// Entries `identity` finds to hold the key are stale if older than
-    /// `from` (removed, returned) and make `from` stale if newer (then
-    /// `from` is removed instead and the move dropped).
-    pub fn relocate(
-        &self,
-        hash: u64,
-        from: Location,
-        to: Entry,
-        mut identity: impl FnMut(Entry) -> Identity,
-    ) -> (Relocated, Vec<Entry>) {
+    /// GC's compare-and-swap: points the key from `from` to `to` if its
+    /// entry is still at `from` (a key has one entry, so no other can hold
+    /// it); returns whether it did.
+    pub fn relocate(&self, hash: u64, from: Location, to: Entry) -> bool {
         let (shard, bits) = self.split(hash);
         let mut shard = write(shard);
-        let mut same = Vec::new();
-        let mut found = None;
-        for p in shard.matching(bits) {
-            let e = p.entry();
-            if e.loc == from {
-                found = Some(e);
-                continue;
-            }
-            match identity(e) {
-                Identity::Same => same.push(e),
-                Identity::Unknown => return (Relocated::Kept, Vec::new()),
-                Identity::Different => {}
-            }
+        if shard.remove_at(bits, from).is_none() {
+            return false;
         }
-        let Some(moved) = found else {
-            return (Relocated::Gone, Vec::new());
-        };
-        if moved.tombstone {
-            return (Relocated::Gone, Vec::new());
-        }
-        if same.iter().any(|e| e.loc > from) {
-            shard.remove_at(bits, from);
-            return (Relocated::Gone, vec![moved]);
-        }
-        for e in &same {
-            shard.remove_at(bits, e.loc);
-        }
-        shard.remove_at(bits, from);
         shard.insert(bits, Packed::new(hash, to));
-        (Relocated::Moved, same)
+        true
     }
 
-    /// Removes the entry at `loc` (eviction, background resolution);
+    /// Removes the entry at `loc` (eviction, a follower dropping a file);
     /// returns it if it was there.
     pub fn remove_at(&self, hash: u64, loc: Location) -> Option<Entry> {
         let (shard, bits) = self.split(hash);
         write(shard).remove_at(bits, loc)
     }
 
-    /// Number of entries that are not tombstone entries: the live keys,
-    /// once background resolution is done.
+    /// Number of entries: the live keys.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let s = read(s);
-                s.table.len() - s.tombstones
-            })
-            .sum()
+        self.shards.iter().map(|s| read(s).table.len()).sum()
     }
 
-    /// A copy of the entries of shard `i` with their hash bits (for scans),
+    /// A copy of the entries of shard `i` (for scans),
     /// calling `visit` on each while the shard is still locked: an entry
     /// seen there is current, so its file is still registered (GC and
     /// eviction move or remove entries before they drop a file) and can be
     /// pinned.
-    pub fn shard_entries(&self, i: usize, mut visit: impl FnMut(Entry)) -> Vec<(u32, Entry)> {
+    pub fn shard_entries(&self, i: usize, mut visit: impl FnMut(Entry)) -> Vec<Entry> {
         let Some(shard) = self.shards.get(i) else {
             return Vec::new();
         };
@@ -479,8 +393,9 @@ impl Index {
             .table
             .iter()
             .map(|p| {
-                visit(p.entry());
-                (p.hash_bits(), p.entry())
+                let e = p.entry();
+                visit(e);
+                e
             })
             .collect()
     }
@@ -517,26 +432,21 @@ mod tests {
         Entry::put(l, 100)
     }
 
-    /// The newest entry whose "record" (`keys`) holds `key`, as a reader
-    /// finds it: every candidate compared, newest first.
+    /// The entry whose "record" (`keys`) holds `key`, as a reader finds
+    /// it: every candidate compared.
     fn lookup(idx: &Index, h: u64, keys: &HashMap<Location, &str>, key: &str) -> Option<Entry> {
         let mut found = Vec::new();
         idx.candidates(h, |e| found.push(e));
-        found.sort_by_key(|e| std::cmp::Reverse(e.loc));
-        found.into_iter().find(|e| keys[&e.loc] == key)
+        let mine: Vec<Entry> = found.into_iter().filter(|e| keys[&e.loc] == key).collect();
+        assert!(mine.len() <= 1, "{key} has {} entries", mine.len());
+        mine.first().copied()
     }
 
-    fn known<'a>(
+    fn holds<'a>(
         keys: &'a HashMap<Location, &str>,
         key: &'a str,
-    ) -> impl FnMut(Entry) -> Identity + 'a {
-        move |e| {
-            if keys[&e.loc] == key {
-                Identity::Same
-            } else {
-                Identity::Different
-            }
-        }
+    ) -> impl FnMut(Entry) -> bool + 'a {
+        move |e| keys[&e.loc] == key
     }
 
     #[test]
@@ -565,21 +475,17 @@ mod tests {
     }
 
     #[test]
-    fn packing_keeps_location_class_and_tombstone() {
-        for (len, tombstone) in [
-            (70_000, true),
-            (100, false),
-            (10 << 20, false),
-            (1 << 40, true),
-        ] {
-            let e = Entry {
-                loc: loc(u32::MAX, (1 << 30) - 1),
-                class: LenClass::of(len),
-                tombstone,
-            };
-            let p = Packed::new(0xffff_ffff_ffff_ffff, e);
-            assert_eq!(p.entry(), e);
-            assert_eq!(p.hash_bits(), !CLASS_MASK);
+    fn packing_keeps_location_and_class() {
+        for len in [70_000, 100, 10 << 20, 1 << 40] {
+            for offset in [0, (1 << 30) + 4096, MAX_RECORD_OFFSET] {
+                let e = Entry {
+                    loc: loc(u32::MAX, offset),
+                    class: LenClass::of(len),
+                };
+                let p = Packed::new(0xffff_ffff_ffff_ffff, e);
+                assert_eq!(p.entry(), e);
+                assert_eq!(p.hash_bits(), !CLASS_MASK);
+            }
         }
     }
 
@@ -591,79 +497,41 @@ mod tests {
         keys.insert(loc(1, 10), "alpha");
         keys.insert(loc(1, 20), "beta");
         keys.insert(loc(1, 30), "alpha");
+        keys.insert(loc(1, 40), "beta");
         let h = 0xdead_beef_0000_0001;
-        let a = idx.apply(h, put(loc(1, 10)), false, known(&keys, "alpha"));
-        assert!(a.removed.is_empty() && a.unknown.is_empty());
-        idx.apply(h, put(loc(1, 20)), false, known(&keys, "beta"));
+        let removed = idx.apply(h, Some(put(loc(1, 10))), holds(&keys, "alpha"));
+        assert!(removed.is_empty());
+        idx.apply(h, Some(put(loc(1, 20))), holds(&keys, "beta"));
         assert_eq!(idx.len(), 2);
         assert_eq!(lookup(&idx, h, &keys, "alpha").unwrap().loc, loc(1, 10));
         assert_eq!(lookup(&idx, h, &keys, "beta").unwrap().loc, loc(1, 20));
         assert_eq!(lookup(&idx, h, &keys, "gamma"), None);
         // Overwrite alpha; beta untouched.
-        let a = idx.apply(h, put(loc(1, 30)), false, known(&keys, "alpha"));
-        assert_eq!(a.removed, vec![put(loc(1, 10))]);
+        let removed = idx.apply(h, Some(put(loc(1, 30))), holds(&keys, "alpha"));
+        assert_eq!(removed, vec![put(loc(1, 10))]);
         assert_eq!(lookup(&idx, h, &keys, "alpha").unwrap().loc, loc(1, 30));
-        let a = idx.apply(h, put(loc(1, 40)), true, known(&keys, "beta"));
-        assert_eq!(a.removed, vec![put(loc(1, 20))]);
+        // Delete beta: its entry goes, nothing is added.
+        let removed = idx.apply(h, None, holds(&keys, "beta"));
+        assert_eq!(removed, vec![put(loc(1, 20))]);
         assert_eq!(lookup(&idx, h, &keys, "beta"), None);
         assert_eq!(idx.len(), 1);
     }
 
-    /// A record the writer cannot read without the disk: the new entry goes
-    /// beside it, the newer one wins for readers, and resolution removes
-    /// the stale one. A delete leaves a tombstone entry that hides the old
-    /// one until then.
     #[test]
-    fn unknown_entries_stay_until_resolved_and_never_win() {
-        let idx = Index::default();
-        let h = 0x0123_4567_89ab_cdef;
-        let keys: HashMap<Location, &str> =
-            [(loc(1, 10), "k"), (loc(2, 10), "k"), (loc(2, 50), "k")].into();
-        idx.apply(h, put(loc(1, 10)), false, |_| Identity::Different);
-        let a = idx.apply(h, put(loc(2, 10)), false, |_| Identity::Unknown);
-        assert_eq!(a.unknown, vec![put(loc(1, 10))]);
-        assert_eq!(lookup(&idx, h, &keys, "k").unwrap().loc, loc(2, 10));
-        // A delete: (2,10) is in memory and the key's; (1,10) still unknown.
-        let del = put(loc(2, 50));
-        let a = idx.apply(h, del, true, |e| {
-            if e.loc == loc(2, 10) {
-                Identity::Same
-            } else {
-                Identity::Unknown
-            }
-        });
-        assert_eq!(a.removed.len(), 1);
-        assert_eq!(a.unknown, vec![put(loc(1, 10))]);
-        let found = lookup(&idx, h, &keys, "k").unwrap();
-        assert!(found.tombstone && found.loc == loc(2, 50));
-        assert_eq!(idx.len(), 1, "the tombstone entry is not a key");
-        // Resolution: (1,10) held the key, then the tombstone goes.
-        assert!(idx.remove_at(h, loc(1, 10)).is_some());
-        assert!(idx.remove_at(h, loc(2, 50)).is_some());
-        assert_eq!(idx.len(), 0);
-        assert_eq!(lookup(&idx, h, &keys, "k"), None);
-    }
-
-    #[test]
-    fn relocation_moves_only_a_current_entry_with_no_doubt() {
+    fn relocation_moves_only_a_current_entry() {
         let idx = Index::default();
         let h = 77;
-        idx.apply(h, put(loc(1, 10)), false, |_| Identity::Different);
+        let keys: HashMap<Location, &str> = [(loc(1, 10), "k"), (loc(2, 10), "k")].into();
+        idx.apply(h, Some(put(loc(1, 10))), |_| false);
         let to = put(loc(9, 10));
-        // Another entry of unknown key: kept for later.
-        idx.apply(h, put(loc(2, 10)), false, |_| Identity::Unknown);
-        let (r, _) = idx.relocate(h, loc(1, 10), to, |_| Identity::Unknown);
-        assert_eq!(r, Relocated::Kept);
-        // The newer entry holds the key: the moved record is stale.
-        let (r, dead) = idx.relocate(h, loc(1, 10), to, |_| Identity::Same);
-        assert_eq!((r, dead), (Relocated::Gone, vec![put(loc(1, 10))]));
+        // A newer write replaced the moved record: the move finds nothing.
+        idx.apply(h, Some(put(loc(2, 10))), holds(&keys, "k"));
+        assert!(!idx.relocate(h, loc(1, 10), to));
         assert!(idx.entry_at(h, loc(1, 10)).is_none());
-        // A current entry moves; an older same-key entry is dropped.
-        let (r, dead) = idx.relocate(h, loc(2, 10), to, |_| Identity::Different);
-        assert_eq!((r, dead.len()), (Relocated::Moved, 0));
+        // The current entry moves.
+        assert!(idx.relocate(h, loc(2, 10), to));
         assert_eq!(idx.entry_at(h, loc(9, 10)), Some(to));
-        let (r, _) = idx.relocate(h, loc(2, 10), to, |_| Identity::Different);
-        assert_eq!(r, Relocated::Gone);
+        assert!(!idx.relocate(h, loc(2, 10), to));
         assert_eq!(idx.len(), 1);
     }
 
@@ -712,7 +580,7 @@ mod tests {
         let mut worst: f64 = 0.0;
         for i in 0..1_000_000u64 {
             let h = crate::record::key_hash(&i.to_le_bytes());
-            idx.apply(h, put(loc(1, i as u32)), false, |_| Identity::Different);
+            idx.apply(h, Some(put(loc(1, i as u32))), |_| false);
             if i >= 50_000 && i % 25_000 == 0 {
                 worst = worst.max(idx.heap_bytes() as f64 / i as f64);
             }

@@ -137,8 +137,7 @@ impl Index {
     /// Points `hash` at `(file_id, offset)`.
     pub fn insert(&self, hash: u64, file_id: u32, offset: u32) {
         let entry = crate::index::Entry::put(Location { file_id, offset }, 127);
-        self.0
-            .apply(hash, entry, false, |_| crate::index::Identity::Same);
+        self.0.apply(hash, Some(entry), |_| true);
     }
     /// The location of `hash`.
     pub fn get(&self, hash: u64) -> Option<(u32, u32)> {

@@ -56,6 +56,8 @@ mod follower;
 #[cfg(not(loom))]
 mod gc;
 #[cfg(not(loom))]
+mod id_floor;
+#[cfg(not(loom))]
 mod index;
 /// The index, public only to the loom models.
 #[cfg(loom)]
@@ -84,8 +86,6 @@ mod registry;
 #[doc(hidden)]
 pub mod registry;
 mod resident;
-#[cfg(not(loom))]
-mod resolve;
 #[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]

@@ -18,7 +18,9 @@ use crate::record::{self, Header, HEADER_LEN};
 use crate::registry::{log_path, Registry, Source};
 use crate::segment::{decode_footer, scan_records, FooterEntry, Segment};
 use crate::shared::Shared;
+use crate::writer::{Facts, Unknown};
 use bytes::Bytes;
+use futures::StreamExt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +28,9 @@ use std::sync::Arc;
 /// Records longer than this whose length class is unknown are read in two
 /// steps (header first) rather than up to the end of their file.
 const HEADER_FIRST_ABOVE: usize = 8 << 20;
+
+/// Records a handed-back write reads at once (see `Shared::read_facts`).
+const FACT_READS: usize = 64;
 
 impl Source {
     /// The file's records (hash, offset, length, tombstone): a segment's
@@ -440,34 +445,41 @@ impl Shared {
         }
     }
 
-    /// For a GC copy of `key` (see `writer::Known`): every other entry of
-    /// its hash but `skip`, and whether it holds `key`, read from the disk
-    /// where not in memory. Entries that cannot be read are left out (the
-    /// writer then defers the copy).
-    pub(crate) async fn known_identities(
-        &self,
-        key: &[u8],
-        skip: Option<Location>,
-    ) -> Vec<(Location, bool)> {
-        let mut known = Vec::new();
+    /// What a write handed back by the writer needs (see
+    /// `writer::decide`): whether each `unknown` record holds its key,
+    /// read on the I/O threads, into `facts`. A record that cannot be read
+    /// fails the write (nothing of it was done).
+    pub(crate) async fn read_facts(&self, unknown: Vec<Unknown>, facts: &mut Facts) -> Result<()> {
+        let reads = unknown.into_iter().map(|u| async move {
+            let found = self.header_if_key(&u.source, u.entry, &u.key).await?;
+            Ok::<_, Error>((u, found))
+        });
+        let mut reads = futures::stream::iter(reads).buffer_unordered(FACT_READS);
+        while let Some(read) = reads.next().await {
+            let (u, found) = read?;
+            facts.add(u.entry.loc, u.key, found.map(|h| h.record_len() as u64));
+        }
+        Ok(())
+    }
+
+    /// For a GC copy of a tombstone of `key`: whether each entry of its
+    /// hash holds `key`, read from the disk where not in memory. Entries
+    /// that cannot be read are left out (the writer then defers the copy).
+    pub(crate) async fn facts_for(&self, key: &Bytes) -> Facts {
+        let mut facts = Facts::default();
         for (entry, source) in self.pinned(record::key_hash(key)) {
-            if Some(entry.loc) == skip {
-                continue;
-            }
-            let holds = match self.identity_now(source.as_ref(), entry, key).0 {
-                Identity::Same => true,
-                Identity::Different => false,
-                Identity::Unknown => match &source {
-                    Some(source) => match self.header_if_key(source, entry, key).await {
-                        Ok(found) => found.is_some(),
-                        Err(_) => continue,
-                    },
-                    None => continue,
+            let Some(source) = source else { continue };
+            let len = match self.identity_now(Some(&source), entry, key) {
+                (Identity::Same, len) => Some(len),
+                (Identity::Different, _) => None,
+                (Identity::Unknown, _) => match self.header_if_key(&source, entry, key).await {
+                    Ok(found) => found.map(|h| h.record_len() as u64),
+                    Err(_) => continue,
                 },
             };
-            known.push((entry.loc, holds));
+            facts.add(entry.loc, key.clone(), len);
         }
-        known
+        facts
     }
 
     /// The entries that may be `key`'s, newest first, each with its file
@@ -539,9 +551,11 @@ impl Shared {
         }
     }
 
-    /// What `want` asks of `key`'s newest record (`None` if the key has no
-    /// value: no record, or a tombstone entry whose older entries are
-    /// still being resolved).
+    /// What `want` asks of `key`'s record (`None` if the key has no
+    /// entry). A key has at most one entry, so a candidate that holds it
+    /// is the answer whatever another could not tell; a candidate that
+    /// cannot be read, with none holding the key, is an error (it may
+    /// have been the key's).
     async fn find(&self, key: &[u8], pinned: Pinned, want: Want) -> Result<Option<Bytes>> {
         let mut first_err = None;
         for (entry, source) in pinned {
@@ -559,14 +573,7 @@ impl Shared {
                 continue;
             };
             match self.read_as(&source, entry, key, &want).await {
-                Ok(Some(found)) => {
-                    // A newer candidate that could not be read may have been
-                    // this key's newest record: never answer with an older.
-                    if let Some(e) = first_err {
-                        return Err(e);
-                    }
-                    return Ok((!entry.tombstone).then_some(found));
-                }
+                Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -587,7 +594,7 @@ impl Shared {
         if let (Some((entry, Some(source))), true) = (&pinned.first, pinned.more.is_empty()) {
             if let Now::Ready(res) = self.record_now(source, *entry, self.config.verify_checksums) {
                 let rec = res?;
-                let hit = rec.key() == key && !entry.tombstone;
+                let hit = rec.key() == key;
                 return Ok(hit.then(|| rec.value_bytes()));
             }
         }

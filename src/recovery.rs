@@ -52,8 +52,11 @@ pub(crate) fn list(
     for entry in rd {
         let entry = entry.map_err(|e| Error::io("list data directory", data_dir, e))?;
         let path = entry.path();
-        match entry.file_name().to_str().and_then(parse_name) {
+        let name = entry.file_name();
+        match name.to_str().and_then(parse_name) {
             Some((id, kind)) => files.entry(id).or_default().push((kind, path)),
+            // The file-id floor, and one a crash left half written.
+            None if name.to_str().is_some_and(crate::id_floor::is_its_file) => {}
             // An XL value file that was never published: its put was never
             // acknowledged.
             None if read_only => {}
@@ -109,13 +112,15 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
     let _span = tracing::info_span!("recovery").entered();
     let data_dir = shared.registry.data_dir().to_path_buf();
     let verify = shared.config.verify_checksums;
-    let mut max_id = 0u32;
+    // Ids handed out before, whose files GC may have removed since.
+    let floor = shared.id_floor.load(&data_dir);
+    let mut max_id = floor.saturating_sub(1);
     let mut torn = 0u64;
     let mut recovered = Vec::new();
     let mut per_file: Vec<(u32, Vec<FooterEntry>)> = Vec::new();
 
     let mut links: Vec<Link> = Vec::new();
-    let mut empties: Vec<PathBuf> = Vec::new();
+    let mut empties: Vec<(u32, PathBuf)> = Vec::new();
     let started = std::time::Instant::now();
     for (id, mut kinds) in list(&data_dir, false)? {
         max_id = max_id.max(id);
@@ -162,7 +167,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                             // whatever names it.
                             header_lost: false,
                         });
-                        empties.push(path);
+                        empties.push((id, path));
                         continue;
                     }
                 }
@@ -183,7 +188,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
                     header_lost,
                 });
                 if scan.entries.is_empty() {
-                    empties.push(path);
+                    empties.push((id, path));
                     continue;
                 }
                 buf.as_mut_slice()[scan.valid_end..].fill(0);
@@ -205,7 +210,11 @@ pub(crate) fn recover(shared: &Shared) -> Result<WriterInit> {
         &mut torn,
     )?;
     // After the set-aside files: an emptied predecessor must outlive them.
-    for path in &empties {
+    let listed_max = max_id;
+    for (id, path) in &empties {
+        shared
+            .id_floor
+            .cover(&*shared.vfs, &data_dir, *id, listed_max.saturating_add(1))?;
         remove_empty(shared, path)?;
     }
     let last_file = links

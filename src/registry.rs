@@ -124,6 +124,11 @@ impl Registry {
         all
     }
 
+    /// The largest id loaded (0 if none).
+    pub fn max_id(&self) -> u32 {
+        read(&self.files).keys().copied().max().unwrap_or(0)
+    }
+
     /// Whether `file_id` is loaded.
     pub fn contains(&self, file_id: u32) -> bool {
         read(&self.files).contains_key(&file_id)

@@ -1,5 +1,5 @@
 //! Each store's own runtime: one OS thread running a `current_thread`
-//! Tokio runtime for the writer task, the resolver, background GC and
+//! Tokio runtime for the writer task, background GC and
 //! `compact()`, with its own blocking pool (open's recovery, XL files).
 //!
 //! Why not the opener's runtime (issue 17): a store must outlive the
@@ -66,7 +66,7 @@ pub(crate) fn start() -> Result<(Handle, Launch)> {
                 let (main, shared) = main_rx.await.ok()?;
                 Some((main.await, shared))
             });
-            // Cancels what is left (a resolver's last jobs) and waits for
+            // Cancels what is left (a background compaction) and waits for
             // blocking tasks.
             drop(rt);
             if let Some((halted, shared)) = ran {

@@ -8,8 +8,9 @@
 //!
 //! `Db::scan` goes over the index a few shards at a time (at most
 //! [`PASS_ENTRIES`] entries, so its memory is bounded), sorts each pass by
-//! location and reads it in order. Each key sits in exactly one shard, so
-//! every pair that is live for the whole scan is yielded exactly once.
+//! location and reads it in order. Each key has one entry and sits in
+//! exactly one shard, so every pair that is live for the whole scan is
+//! yielded exactly once, and a record that cannot be read fails alone.
 
 use crate::error::{Error, Result};
 use crate::index::Entry;
@@ -138,6 +139,7 @@ pub(crate) fn scan(
         opened: shared.check_open().err(),
         next_shard: 0,
         reads: None,
+        missing: Vec::new(),
         shared,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -152,6 +154,9 @@ struct ScanState {
     opened: Option<Error>,
     next_shard: usize,
     reads: Option<OrderedReads>,
+    /// Entries of the current pass whose file is not loaded (and was not
+    /// evicted): each is yielded as its own error.
+    missing: Vec<Entry>,
 }
 
 impl ScanState {
@@ -161,6 +166,13 @@ impl ScanState {
             return Some(Err(e));
         }
         loop {
+            if let Some(e) = self.missing.pop() {
+                return Some(Err(Error::corruption(
+                    log_path(self.shared.registry.data_dir(), e.loc.file_id),
+                    u64::from(e.loc.offset),
+                    "index points at a file that is not loaded",
+                )));
+            }
             if let Some(reads) = &mut self.reads {
                 match reads.next().await {
                     Some((_, Ok(rec))) => return Some(Ok((rec.key_bytes(), rec.value_bytes()))),
@@ -176,20 +188,18 @@ impl ScanState {
             if self.next_shard >= self.shared.index.shard_count() {
                 return None;
             }
-            match self.pass().await {
-                Ok(reads) => self.reads = Some(reads),
-                Err(e) => return Some(Err(e)),
-            }
+            self.reads = Some(self.pass());
         }
     }
 
     /// The next pass: entries of the next shards (at least one), each
-    /// file pinned while its shard is locked, without the entries another
-    /// entry of the same key supersedes, in location order.
-    async fn pass(&mut self) -> Result<OrderedReads> {
+    /// file pinned while its shard is locked, in location order. A key has
+    /// one entry, so each is yielded as it is; one whose file is gone
+    /// (not evicted) goes to `missing`.
+    fn pass(&mut self) -> OrderedReads {
         let shared = &self.shared;
         let mut pinned: HashMap<u32, Option<Source>> = HashMap::new();
-        let mut entries: Vec<(u32, Entry)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         while self.next_shard < shared.index.shard_count() && entries.len() < PASS_ENTRIES {
             let more = shared.index.shard_entries(self.next_shard, |e| {
                 pinned
@@ -200,78 +210,14 @@ impl ScanState {
             self.next_shard += 1;
         }
         let mut todo = Vec::with_capacity(entries.len());
-        let mut missing = None;
-        let (unique, shared_bits) = split_by_hash(entries);
-        for e in unique {
+        for e in entries {
             match pinned.get(&e.loc.file_id).cloned().flatten() {
                 Some(source) => todo.push((e, source)),
                 None if shared.evicted(e.loc) => {}
-                None => {
-                    missing.get_or_insert(e);
-                }
+                None => self.missing.push(e),
             }
-        }
-        for group in shared_bits {
-            for (e, source) in self.newest_per_key(group, &pinned).await? {
-                todo.push((e, source));
-            }
-        }
-        if let Some(e) = missing {
-            return Err(Error::corruption(
-                log_path(shared.registry.data_dir(), e.loc.file_id),
-                u64::from(e.loc.offset),
-                "index points at a file that is not loaded",
-            ));
         }
         todo.sort_unstable_by_key(|(e, _)| e.loc);
-        Ok(OrderedReads::new(
-            shared.clone(),
-            todo,
-            shared.config.verify_checksums,
-        ))
+        OrderedReads::new(shared.clone(), todo, shared.config.verify_checksums)
     }
-
-    /// Of entries that share their hash bits (a collision, or a key whose
-    /// older entry is still being resolved): the newest of each key,
-    /// unless that is a tombstone entry.
-    async fn newest_per_key(
-        &self,
-        mut group: Vec<Entry>,
-        pinned: &HashMap<u32, Option<Source>>,
-    ) -> Result<Vec<(Entry, Source)>> {
-        group.sort_unstable_by_key(|e| std::cmp::Reverse(e.loc));
-        let mut seen: Vec<Bytes> = Vec::new();
-        let mut out = Vec::new();
-        for e in group {
-            let Some(source) = pinned.get(&e.loc.file_id).cloned().flatten() else {
-                continue;
-            };
-            let rec = self.shared.record(&source, e, false).await?;
-            let key = rec.key_bytes();
-            if seen.contains(&key) {
-                continue;
-            }
-            seen.push(key);
-            if !e.tombstone {
-                out.push((e, source));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Entries whose hash bits no other entry has (tombstone entries dropped:
-/// alone, one hides nothing), and the groups that share them.
-fn split_by_hash(mut entries: Vec<(u32, Entry)>) -> (Vec<Entry>, Vec<Vec<Entry>>) {
-    entries.sort_unstable_by_key(|(h, _)| *h);
-    let mut unique = Vec::with_capacity(entries.len());
-    let mut groups = Vec::new();
-    for run in entries.chunk_by(|a, b| a.0 == b.0) {
-        match run {
-            [(_, e)] if !e.tombstone => unique.push(*e),
-            [_] => {}
-            many => groups.push(many.iter().map(|(_, e)| *e).collect()),
-        }
-    }
-    (unique, groups)
 }

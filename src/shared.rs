@@ -71,10 +71,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Record and live bytes per data file.
     pub space: crate::space::SpaceMap,
-    /// Background resolutions of index entries not yet done.
-    pub resolving: crate::sync::AtomicUsize,
-    /// Notified when `resolving` drops to zero.
-    pub resolved: Notify,
+    /// The durable floor under new file ids (`data/next_id`).
+    pub id_floor: crate::id_floor::IdFloor,
     /// Poked when a segment is published: background GC looks for work.
     pub gc_wake: Notify,
     /// Held by the one compaction that may run at a time.
@@ -131,9 +129,8 @@ impl Shared {
             slab_pool: Arc::new(crate::slab::SlabPool::new(2)),
             counters: Counters::default(),
             space: Default::default(),
+            id_floor: Default::default(),
             gc_wake: Notify::new(),
-            resolving: crate::sync::AtomicUsize::new(0),
-            resolved: Notify::new(),
             compacting: tokio::sync::Mutex::new(()),
             gc_task: Mutex::new(None),
             wal_direct: Arc::new(AtomicBool::new(false)),
@@ -207,21 +204,6 @@ impl Shared {
     pub fn evicted(&self, loc: crate::index::Location) -> bool {
         (self.config.capacity.is_some() || self.config.read_only)
             && !self.registry.contains(loc.file_id)
-    }
-
-    /// Waits until no background resolution is pending.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: it only waits.
-    pub async fn wait_resolved(&self) {
-        loop {
-            let notified = self.resolved.notified();
-            if self.resolving.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
     }
 
     pub fn check_open(&self) -> Result<()> {

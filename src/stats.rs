@@ -19,10 +19,7 @@ use crate::sync::Ordering;
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct Stats {
-    /// Live keys in the index. An overwrite of a key whose old record was
-    /// not in memory counts it twice until the old entry is resolved in
-    /// the background (a read of its key, usually milliseconds);
-    /// [`Db::flush`](crate::Db::flush) waits for that.
+    /// Live keys in the index (exact: a key has one entry).
     pub keys: u64,
     /// Heap bytes of the index tables.
     pub index_bytes: u64,

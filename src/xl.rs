@@ -14,6 +14,7 @@
 //! writes.
 
 use crate::error::{Error, Result};
+use crate::index::MAX_RECORD_OFFSET;
 use crate::io::{Vfs, WRITE_CHUNK};
 use crate::record::{self, FLAG_BEGIN, FLAG_DELETE, FLAG_END, FLAG_PUT};
 use crate::registry::segment_path;
@@ -45,12 +46,19 @@ impl XlRecord<'_> {
 }
 
 /// Where the records go (file offsets) and where the footer starts, or an
-/// error if the file would pass the 4 GiB that footer offsets can name.
+/// error if the file would pass the 4 GiB that footer offsets can name, or
+/// a record would start past [`MAX_RECORD_OFFSET`] (2 GiB: footer entries
+/// and index entries keep 31 offset bits).
 fn layout(records: &[XlRecord<'_>]) -> Result<(Vec<FooterEntry>, usize)> {
     let mut at = FILE_HEADER_LEN;
     let mut entries = Vec::with_capacity(records.len());
     for r in records {
         let len = r.len();
+        if at > MAX_RECORD_OFFSET as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a record of this batch would start at byte {at} of its file; records may start up to byte {MAX_RECORD_OFFSET} (2 GiB), so every record of a batch but the last must end before it (one put may be up to 4 GiB)"
+            )));
+        }
         let (offset, len32) = match (u32::try_from(at), u32::try_from(len)) {
             (Ok(o), Ok(l)) if at + len <= u32::MAX as usize => (o, l),
             _ => {

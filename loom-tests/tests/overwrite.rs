@@ -10,7 +10,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::records::{record_at, PUT_ONE};
-use silt::index::{Entry, Identity, Index, Location};
+use silt::index::{Entry, Index, Location};
 use silt::slab::{SlabWriter, FILE_HEADER_LEN};
 
 #[test]
@@ -31,15 +31,8 @@ fn overwrite_is_seen_whole_and_never_undone() {
             };
             index.apply(
                 hash,
-                Entry::put(loc, 11 + 1 + value.len() as u64),
-                false,
-                |old| {
-                    if record_at(slab, old.loc).0 == b"k" {
-                        Identity::Same
-                    } else {
-                        Identity::Different
-                    }
-                },
+                Some(Entry::put(loc, 11 + 1 + value.len() as u64)),
+                |old| record_at(slab, old.loc).0 == b"k",
             );
         };
         put(&mut w, &index, b"old");

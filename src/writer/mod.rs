@@ -10,6 +10,7 @@
 //! happens on the log threads and the flush workers.
 
 mod apply;
+mod decide;
 mod relocate;
 mod seal;
 mod xl_put;
@@ -26,6 +27,7 @@ use crate::slab::{Predecessor, Slab, SlabWriter, FILE_HEADER_LEN};
 use crate::sync::Ordering;
 use crate::wal::{LogJob, Wal, WalError, WalWrite};
 use bytes::Bytes;
+use decide::{Seen, Unapplied};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -52,19 +54,17 @@ pub(crate) enum Op {
         value: Bytes,
         from: Location,
         from_len: u32,
-        known: Known,
     },
-    /// GC: a tombstone that an older file still needs, copied forward.
+    /// GC: a tombstone that an older file still needs, copied forward, with
+    /// what GC read of the key's other entries (see [`Facts`]).
     MoveTombstone {
         key: Bytes,
-        known: Known,
+        facts: Facts,
     },
 }
 
-/// For a GC copy: which other index entries of the key's hash hold the
-/// key, as GC read them (locations never change content, so this stays
-/// true). The writer decides with it where the records are not in memory.
-pub(crate) type Known = Vec<(Location, bool)>;
+pub(crate) use decide::{Bounced, Facts, Unknown};
+pub(crate) use relocate::Relocated;
 
 impl Op {
     pub fn key(&self) -> &Bytes {
@@ -87,14 +87,25 @@ impl Op {
     }
 }
 
+/// A client write: `ops`, atomically.
+#[derive(Debug)]
+pub(crate) struct WriteRequest {
+    pub ops: Vec<Op>,
+    /// What the caller read of records the writer could not compare.
+    pub facts: Facts,
+    /// The outcome, once applied (or failed).
+    pub reply: oneshot::Sender<Result<()>>,
+    /// The write handed back, nothing of it done, when a record its keys
+    /// must be compared with is not in memory (see `decide`). Dropped
+    /// unused once the write is taken.
+    pub bounce: oneshot::Sender<Bounced>,
+}
+
 /// A message to the writer.
 #[derive(Debug)]
 pub(crate) enum Request {
-    /// Apply `ops` atomically.
-    Write {
-        ops: Vec<Op>,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    /// Apply a client write.
+    Write(WriteRequest),
     /// Make every acknowledged write durable.
     Sync { reply: oneshot::Sender<Result<()>> },
     /// Seal the active slab; reply with the highest file id to wait for.
@@ -103,13 +114,13 @@ pub(crate) enum Request {
     Close { reply: oneshot::Sender<Result<()>> },
     /// GC: append these `Op::Move` / `Op::MoveTombstone` records, each on
     /// its own, dropping those a newer write made unnecessary and handing
-    /// back at once (`deferred`) those whose key has a write not yet
+    /// back at once (in `outcome`) those whose key has a write not yet
     /// applied; reply once the appended ones and every earlier write are
     /// applied (not necessarily fsync'ed: GC calls `Sync` before deleting
     /// anything).
     Relocate {
         moves: Vec<Op>,
-        deferred: oneshot::Sender<Vec<Op>>,
+        outcome: oneshot::Sender<Relocated>,
         reply: oneshot::Sender<Result<()>>,
     },
     /// Tests: the writer panics, as a bug in it would.
@@ -126,12 +137,19 @@ enum Change {
     Tombstone,
 }
 
+impl Change {
+    /// Whether it adds an index entry.
+    fn adds_entry(self) -> bool {
+        matches!(self, Change::Put | Change::Move { .. })
+    }
+}
+
 /// A durable-on-completion index change.
 #[derive(Debug)]
 struct Update {
     key: Bytes,
-    /// A GC move's facts about other entries (see [`Known`]).
-    known: Known,
+    /// A client write's: what the entries of its key's hash hold.
+    seen: Vec<Seen>,
     loc: Location,
     len: u32,
     change: Change,
@@ -161,6 +179,19 @@ struct Inflight {
     /// file that is 0, the header page).
     from: usize,
     rx: oneshot::Receiver<Result<(), WalError>>,
+}
+
+/// What the earlier records of one atomic write that add an entry hold of
+/// `key` (they are applied before it, in the same group).
+fn in_batch<'a>(earlier: &'a [Update], key: &'a Bytes) -> impl Iterator<Item = Seen> + 'a {
+    let hash = record::key_hash(key);
+    earlier
+        .iter()
+        .filter(move |u| u.change.adds_entry() && record::key_hash(&u.key) == hash)
+        .map(move |u| Seen {
+            loc: u.loc,
+            len: (u.key == *key).then_some(u64::from(u.len)),
+        })
 }
 
 /// Everything the writer starts with (from recovery).
@@ -202,8 +233,8 @@ pub(crate) struct Writer {
     /// The newest file that takes no more appends, and where its records
     /// end: the next file names it in its header (see `Predecessor`).
     last_file: Option<Predecessor>,
-    /// Index entries to resolve in the background (`crate::resolve`).
-    resolve: mpsc::UnboundedSender<crate::resolve::Resolve>,
+    /// Appended writes not yet applied (see `decide`).
+    unapplied: Unapplied,
     /// Writes too large for a slab, being written to files of their own.
     own_files: Vec<xl_put::OwnFileWrite>,
     /// Writes waiting for one of those (see `xl_put`).
@@ -275,7 +306,6 @@ impl Writer {
         wal: Option<Wal>,
         flush_tx: crossbeam_channel::Sender<SealedSlab>,
         init: WriterInit,
-        resolve: mpsc::UnboundedSender<crate::resolve::Resolve>,
     ) -> Writer {
         Writer {
             permits: SealedBudget::new(shared.config.max_sealed_slabs),
@@ -294,7 +324,7 @@ impl Writer {
             highest_sealed: 0,
             recovered: init.recovered,
             last_file: init.last_file,
-            resolve,
+            unapplied: Unapplied::default(),
             own_files: Vec::new(),
             held: xl_put::Held::default(),
             finished: false,
@@ -465,6 +495,14 @@ impl Writer {
         // after a failed fdatasync a later one proves nothing.
         let inflight: Vec<Group> = self.inflight.drain(..).map(|i| i.group).collect();
         let later = std::mem::take(&mut self.pending);
+        for u in group
+            .updates
+            .iter()
+            .chain(inflight.iter().flat_map(|g| &g.updates))
+            .chain(&later.updates)
+        {
+            self.unapplied.remove(u);
+        }
         let waiters = inflight.into_iter().flat_map(|g| g.waiters);
         for w in group
             .waiters
@@ -478,7 +516,7 @@ impl Writer {
 
     async fn handle(&mut self, req: Request) {
         match req {
-            Request::Write { ops, reply } => self.write(ops, reply).await,
+            Request::Write(req) => self.write(req).await,
             Request::Sync { reply } => self.sync(reply).await,
             Request::Flush { reply } => self.flush(reply).await,
             Request::Close { reply } => {
@@ -487,9 +525,9 @@ impl Writer {
             }
             Request::Relocate {
                 moves,
-                deferred,
+                outcome,
                 reply,
-            } => self.relocate(moves, deferred, reply).await,
+            } => self.relocate(moves, outcome, reply).await,
             #[cfg(feature = "fault-injection")]
             Request::Panic => panic!("the writer was asked to panic (a test)"),
         }
@@ -509,9 +547,10 @@ impl Writer {
         Ok(id)
     }
 
-    /// Appends the records of one atomic write; rotates first if it does not
-    /// fit in what is left of the active slab.
-    async fn append(&mut self, ops: &[Op]) -> Result<Vec<Update>> {
+    /// Appends the records of one atomic write, each with what its key's
+    /// entries were found to hold (`seen`, empty for GC's copies); rotates
+    /// first if it does not fit in what is left of the active slab.
+    async fn append(&mut self, ops: &[Op], mut seen: Vec<Vec<Seen>>) -> Result<Vec<Update>> {
         let total: usize = ops.iter().map(Op::encoded_len).sum();
         let room = self.shared.config.slab_size - FILE_HEADER_LEN;
         if total > room {
@@ -569,19 +608,22 @@ impl Writer {
                 },
                 Op::MoveTombstone { .. } => Change::Tombstone,
             };
+            let loc = Location {
+                file_id,
+                offset: off as u32,
+            };
+            let mut seen = seen.get_mut(i).map(std::mem::take).unwrap_or_default();
+            seen.extend(in_batch(&updates, op.key()));
             updates.push(Update {
-                known: match op {
-                    Op::Move { known, .. } => known.clone(),
-                    _ => Vec::new(),
-                },
+                seen,
                 key: op.key().clone(),
-                loc: Location {
-                    file_id,
-                    offset: off as u32,
-                },
+                loc,
                 len: op.encoded_len() as u32,
                 change,
             });
+        }
+        for u in &updates {
+            self.unapplied.add(u);
         }
         Ok(updates)
     }

@@ -23,7 +23,7 @@
 //!   if it fails (or a crash interrupts it) the chain of acknowledged
 //!   files stays whole.
 
-use super::{Change, Group, Op, Update, Writer};
+use super::{in_batch, Change, Group, Op, Seen, Update, WriteRequest, Writer};
 use crate::error::{Error, Result};
 use crate::index::Location;
 use crate::record::key_hash;
@@ -49,6 +49,8 @@ pub(super) type Written = Result<(Vec<Op>, Vec<(u32, u32)>)>;
 pub(super) struct OwnFileWrite {
     file_id: u32,
     hashes: HashSet<u64>,
+    /// What each op's key's entries held when it started (see `decide`).
+    seen: Vec<Vec<Seen>>,
     reply: oneshot::Sender<Result<()>>,
     task: JoinHandle<Written>,
 }
@@ -57,7 +59,7 @@ pub(super) struct OwnFileWrite {
 /// module docs), oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    queue: VecDeque<(Vec<Op>, oneshot::Sender<Result<()>>)>,
+    queue: VecDeque<WriteRequest>,
     /// How many held writes touch each key hash.
     hashes: HashMap<u64, usize>,
     /// `flush` requests, answered once no own-file write is in flight (a
@@ -70,11 +72,11 @@ impl Held {
         self.queue.len()
     }
 
-    fn push(&mut self, ops: Vec<Op>, reply: oneshot::Sender<Result<()>>) {
-        for op in &ops {
+    fn push(&mut self, req: WriteRequest) {
+        for op in &req.ops {
             *self.hashes.entry(key_hash(op.key())).or_default() += 1;
         }
-        self.queue.push_back((ops, reply));
+        self.queue.push_back(req);
     }
 
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
@@ -107,29 +109,49 @@ impl Writer {
 
     /// A client write: held back if it touches a key of an own-file write
     /// in flight or of a held write, else started.
-    pub(super) async fn write(&mut self, ops: Vec<Op>, reply: oneshot::Sender<Result<()>>) {
+    pub(super) async fn write(&mut self, req: WriteRequest) {
         let busy = |w: &Writer, op: &Op| {
             let h = key_hash(op.key());
             w.held.hashes.contains_key(&h) || w.own_files.iter().any(|x| x.hashes.contains(&h))
         };
-        if ops.iter().any(|op| busy(self, op)) {
-            self.held.push(ops, reply);
+        if req.ops.iter().any(|op| busy(self, op)) {
+            self.held.push(req);
             return;
         }
-        self.start(ops, reply).await;
+        self.start(req).await;
     }
 
-    async fn start(&mut self, ops: Vec<Op>, reply: oneshot::Sender<Result<()>>) {
+    /// Decides what the write replaces (or hands it back to be read, see
+    /// `decide`), then appends it, or starts its own file.
+    async fn start(&mut self, req: WriteRequest) {
+        let WriteRequest {
+            ops,
+            facts,
+            reply,
+            bounce,
+        } = req;
         if let Err(e) = self.shared.check_poisoned() {
             let _ = reply.send(Err(e));
             return;
         }
+        let seen = match self.decide(&ops, &facts) {
+            Ok(seen) => seen,
+            Err(unknown) => {
+                let _ = bounce.send(super::Bounced {
+                    ops,
+                    facts,
+                    unknown,
+                });
+                return;
+            }
+        };
+        drop(bounce);
         let total: usize = ops.iter().map(Op::encoded_len).sum();
         if total > self.shared.config.slab_size - crate::slab::FILE_HEADER_LEN {
-            self.start_own_file(ops, reply).await;
+            self.start_own_file(ops, seen, reply).await;
             return;
         }
-        match self.append(&ops).await {
+        match self.append(&ops, seen).await {
             Ok(updates) => {
                 self.pending.updates.extend(updates);
                 self.pending.waiters.push(reply);
@@ -144,7 +166,12 @@ impl Writer {
     /// of its own (see `xl.rs`), all or nothing, written on a blocking
     /// thread. Every earlier write is made durable and sealed first, so
     /// file ids keep the order of writes (see the module docs).
-    async fn start_own_file(&mut self, ops: Vec<Op>, reply: oneshot::Sender<Result<()>>) {
+    async fn start_own_file(
+        &mut self,
+        ops: Vec<Op>,
+        seen: Vec<Vec<Seen>>,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
         let id = match self.seal_all().await.and_then(|()| self.take_file_id()) {
             Ok(id) => id,
             Err(e) => {
@@ -183,6 +210,7 @@ impl Writer {
         self.own_files.push(OwnFileWrite {
             file_id: id,
             hashes,
+            seen,
             reply,
             task,
         });
@@ -192,15 +220,16 @@ impl Writer {
     /// reports its failure: nothing of it was published), then starts the
     /// held writes it no longer blocks.
     pub(super) async fn own_file_written(&mut self, i: usize, res: Written) {
-        let done = self.own_files.swap_remove(i);
+        let mut done = self.own_files.swap_remove(i);
         match res {
             Ok((ops, placed)) => {
                 let id = done.file_id;
-                let updates = ops
-                    .into_iter()
-                    .zip(placed)
-                    .map(|(op, (offset, len))| Update {
-                        known: Vec::new(),
+                let mut updates: Vec<Update> = Vec::with_capacity(ops.len());
+                for (i, (op, (offset, len))) in ops.into_iter().zip(placed).enumerate() {
+                    let mut seen = done.seen.get_mut(i).map(std::mem::take).unwrap_or_default();
+                    seen.extend(in_batch(&updates, op.key()));
+                    updates.push(Update {
+                        seen,
                         change: if op.is_delete() {
                             Change::Delete
                         } else {
@@ -212,8 +241,8 @@ impl Writer {
                             offset,
                         },
                         len,
-                    })
-                    .collect();
+                    });
+                }
                 self.apply(Group {
                     updates,
                     waiters: vec![done.reply],
@@ -232,10 +261,10 @@ impl Writer {
     async fn release_held(&mut self) {
         let queue = std::mem::take(&mut self.held.queue);
         self.held.hashes.clear();
-        for (ops, reply) in queue {
+        for req in queue {
             // `write` holds it again if it is still blocked: by an own-file
             // write, or by an earlier one just held again.
-            self.write(ops, reply).await;
+            self.write(req).await;
         }
         if self.own_files.is_empty() {
             for reply in std::mem::take(&mut self.held.flushes) {
