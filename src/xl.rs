@@ -195,3 +195,40 @@ fn write_and_publish(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of an own-file batch may start at `MAX_RECORD_OFFSET`,
+    /// not one byte later (index and footer entries keep 31 offset bits).
+    #[test]
+    fn records_start_at_most_at_the_largest_offset() {
+        // Zeroed and never touched: no memory is used for it.
+        let big = vec![0u8; MAX_RECORD_OFFSET as usize];
+        let first_len = |val: usize| record::encoded_len(1, val);
+        // The second record starts right after the first.
+        let fits = MAX_RECORD_OFFSET as usize - FILE_HEADER_LEN - first_len(0);
+        for (val, ok) in [(fits, true), (fits + 1, false)] {
+            let records = [
+                XlRecord {
+                    key: b"a",
+                    value: &big[..val],
+                    delete: false,
+                },
+                XlRecord {
+                    key: b"b",
+                    value: b"x",
+                    delete: false,
+                },
+            ];
+            match layout(&records) {
+                Ok((entries, _)) => {
+                    assert!(ok, "{val}");
+                    assert_eq!(entries[1].offset, MAX_RECORD_OFFSET);
+                }
+                Err(e) => assert!(!ok, "{val}: {e}"),
+            }
+        }
+    }
+}

@@ -253,6 +253,35 @@ async fn a_batch_record_past_one_gib_reads_back() {
     db.close().await.unwrap();
 }
 
+/// The limit defect 2's fix sets: in a write with a file of its own, a
+/// record may start up to 2 GiB - 1 (31 offset bits, as footer entries
+/// have). One that would start past it is refused, and nothing of the
+/// write is visible, now or after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_record_past_two_gib_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .durability(Durability::Buffered)
+        .open()
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new();
+    b.put("a", Bytes::from(vec![0u8; 2 << 30]));
+    b.put("b", "small");
+    match db.write(b).await {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("2 GiB"), "{msg}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert_eq!(db.get("a").await.unwrap(), None);
+    assert_eq!(db.get("b").await.unwrap(), None);
+    db.put("c", "after").await.unwrap();
+    db.close().await.unwrap();
+    let db = Db::open(dir.path()).await.unwrap();
+    assert_eq!(db.get("b").await.unwrap(), None);
+    assert_eq!(db.get("c").await.unwrap().unwrap(), "after");
+    db.close().await.unwrap();
+}
+
 /// Issue 26, defect 3: when GC deleted the newest files, a reopened store
 /// used their ids again, and a follower that had loaded the old file of
 /// that id never read the new one.
