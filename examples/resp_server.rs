@@ -8,18 +8,20 @@
 //!
 //! Commands: PING, ECHO, GET, SET key value, DEL, EXISTS, MGET, MSET (one
 //! atomic `WriteBatch`), DBSIZE, INFO, COMMAND, CONFIG GET, CLIENT,
-//! SELECT 0, QUIT. Pipelined requests are answered in order; a run of
-//! writes in a pipeline is issued at once, so silt group-commits it
-//! (one fdatasync for the run under `sync`); a run of plain SETs goes to
-//! the writer as one batch and a run of plain GETs is one `get_many`.
+//! SELECT 0, QUIT. Pipelined requests run in order, each seeing the
+//! effects of those before it, and are answered in order; a run of plain
+//! writes (SET, DEL, MSET) goes to the writer as one batch (one fdatasync
+//! under `sync`) and a run of plain GETs is one `get_many`. The replies
+//! match redis-server's byte for byte on random pipelines (checked by hand
+//! against Redis 7; `tests/resp_server.rs` checks them against a model).
 //! Unknown commands, wrong
 //! arity and oversize keys get a RESP error and the connection goes on.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::{FuturesOrdered, StreamExt};
 use silt::{Db, Durability, WriteBatch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,27 +52,44 @@ type Args = Vec<Bytes>;
 #[derive(Debug)]
 struct ProtocolError(String);
 
+/// The longest line (an inline command, or a `*`/`$` length line) read
+/// before its end, as Redis's `PROTO_INLINE_MAX_SIZE`.
+const MAX_LINE: usize = 64 << 10;
+
 /// Parses one request from the front of `buf`; `Ok(None)` if it is not
-/// all there yet.
+/// all there yet. An empty request (an empty line, `*0`) is consumed and
+/// gives an empty `Args`, which is answered with nothing, as Redis does.
 fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, ProtocolError> {
-    let Some(line_end) = find_crlf(buf, 0) else {
-        return if buf.len() > limits.max_request {
-            Err(ProtocolError("request line too long".into()))
-        } else {
-            Ok(None)
-        };
-    };
+    if buf.is_empty() {
+        return Ok(None);
+    }
     if buf[0] != b'*' {
-        // An inline command, as typed into telnet.
-        let line = buf.split_to(line_end + 2);
-        let args = line[..line_end]
+        // An inline command, as typed into telnet: ends at LF (a CR
+        // before it is dropped).
+        let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+            return if buf.len() > MAX_LINE {
+                Err(ProtocolError("too big inline request".into()))
+            } else {
+                Ok(None)
+            };
+        };
+        let line = buf.split_to(end + 1);
+        let args = line[..end]
             .split(|b| b.is_ascii_whitespace())
             .filter(|a| !a.is_empty())
             .map(Bytes::copy_from_slice)
             .collect();
         return Ok(Some(args));
     }
-    let count = number(&buf[1..line_end])?;
+    let Some(line_end) = find_crlf(buf, 0)? else {
+        return Ok(None);
+    };
+    let count = signed(&buf[1..line_end])?;
+    if count <= 0 {
+        bytes::Buf::advance(buf, line_end + 2);
+        return Ok(Some(Vec::new()));
+    }
+    let count = count as usize;
     if count > limits.max_request / 4 {
         return Err(ProtocolError(format!(
             "a request of {count} arguments is over the limit"
@@ -79,7 +98,7 @@ fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, ProtocolEr
     let mut at = line_end + 2;
     let mut spans = Vec::with_capacity(count);
     for _ in 0..count {
-        let Some(end) = find_crlf(buf, at) else {
+        let Some(end) = find_crlf(buf, at)? else {
             return Ok(None);
         };
         if buf[at] != b'$' {
@@ -108,11 +127,23 @@ fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, ProtocolEr
     ))
 }
 
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| from + p)
+/// Where the CRLF ending the line that starts at `from` is; `None` if it
+/// is not there yet; an error once the line is longer than [`MAX_LINE`].
+fn find_crlf(buf: &[u8], from: usize) -> Result<Option<usize>, ProtocolError> {
+    let rest = buf.get(from..).unwrap_or_default();
+    let window = &rest[..rest.len().min(MAX_LINE + 2)];
+    match window.windows(2).position(|w| w == b"\r\n") {
+        Some(p) => Ok(Some(from + p)),
+        None if rest.len() <= MAX_LINE + 1 => Ok(None),
+        None => Err(ProtocolError("too big count string".into())),
+    }
+}
+
+fn signed(digits: &[u8]) -> Result<i64, ProtocolError> {
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ProtocolError("invalid multibulk length".into()))
 }
 
 fn number(digits: &[u8]) -> Result<usize, ProtocolError> {
@@ -170,40 +201,24 @@ fn arity(name: &str) -> Reply {
     ))
 }
 
-/// Whether a command changes the store: runs of them in a pipeline are
-/// issued together, as are runs of reads; a read waits for the writes
-/// before it, and a write for the reads before it.
-fn is_write(args: &Args) -> bool {
-    args.first().is_some_and(|c| {
-        c.eq_ignore_ascii_case(b"SET")
-            || c.eq_ignore_ascii_case(b"DEL")
-            || c.eq_ignore_ascii_case(b"MSET")
-    })
-}
-
-/// A pipeline's next step: one command, a run of plain `SET key value`s
-/// written as one `WriteBatch`, or a run of plain `GET key`s read with one
-/// `get_many`: one trip to the writer (or one future) instead of one each.
+/// A pipeline's next step: one command, a run of plain writes (SET, DEL,
+/// MSET) written as one `WriteBatch`, or a run of plain `GET key`s read
+/// with one `get_many`: one trip to the writer (or one future) instead of
+/// one each. Steps run one after another, so every command sees the
+/// effects of those before it.
 enum Step {
     One(Args),
-    Sets(Vec<(Bytes, Bytes)>),
+    Writes(Vec<Args>),
     Gets(Vec<Bytes>),
 }
 
 impl Step {
     /// The step at the front of `requests`, and how many requests it took.
     fn take(requests: &mut [Args]) -> (Step, usize) {
-        let sets = run_len(requests, plain_set, |a| a[1].len() + a[2].len());
-        if sets >= 2 {
-            let pairs = requests[..sets]
-                .iter_mut()
-                .map(|args| {
-                    let mut args = std::mem::take(args);
-                    let value = args.pop().unwrap_or_default();
-                    (args.pop().unwrap_or_default(), value)
-                })
-                .collect();
-            return (Step::Sets(pairs), sets);
+        let writes = run_len(requests, plain_write, |a| a.iter().map(Bytes::len).sum());
+        if writes >= 2 {
+            let run = requests[..writes].iter_mut().map(std::mem::take).collect();
+            return (Step::Writes(run), writes);
         }
         let gets = run_len(requests, plain_get, |a| a[1].len());
         if gets >= 2 {
@@ -217,23 +232,20 @@ impl Step {
     }
 
     /// Its replies, in order, each as its command alone would have had
-    /// it: a batch that fails fails each of its SETs (as each alone would
-    /// have failed), and a run of GETs that meets an error is read again
-    /// one by one, so only the GET that failed says so.
-    async fn run(self, db: Db) -> Vec<Option<Reply>> {
+    /// it: a run of writes that fails fails each of its commands (as each
+    /// alone would have failed), and a run of GETs that meets an error is
+    /// read again one by one, so only the GET that failed says so.
+    async fn run(self, db: &Db) -> Vec<Option<Reply>> {
         match self {
             Step::One(args) => vec![execute(db, args).await],
-            Step::Sets(pairs) => {
-                let n = pairs.len();
-                let mut batch = WriteBatch::new();
-                for (key, value) in pairs {
-                    batch.put(key, value);
+            Step::Writes(run) => {
+                let n = run.len();
+                match write_run(db, run).await {
+                    Ok(replies) => replies.into_iter().map(Some).collect(),
+                    Err(e) => (0..n)
+                        .map(|_| Some(Reply::Error(format!("ERR {e}"))))
+                        .collect(),
                 }
-                let reply = match db.write(batch).await {
-                    Ok(()) => Reply::Simple("OK"),
-                    Err(e) => Reply::Error(format!("ERR {e}")),
-                };
-                (0..n).map(|_| Some(reply.clone())).collect()
             }
             Step::Gets(keys) => match db.get_many(&keys).await {
                 Ok(values) => values.into_iter().map(|v| Some(Reply::Bulk(v))).collect(),
@@ -249,24 +261,84 @@ impl Step {
     }
 }
 
-/// Values up to this size join a pipeline's batch of SETs.
+/// A run of plain writes as one atomic batch. A DEL's count is what Redis
+/// would answer at its place in the run: keys written earlier in the run
+/// are known from the run itself, the others were read before it.
+async fn write_run(db: &Db, run: Vec<Args>) -> silt::Result<Vec<Reply>> {
+    let deleted: Vec<&Bytes> = run
+        .iter()
+        .filter(|a| a[0].eq_ignore_ascii_case(b"DEL"))
+        .flat_map(|a| &a[1..])
+        .collect();
+    let existed = db.get_many(&deleted).await?;
+    let mut exists: HashMap<&Bytes, bool> = deleted
+        .iter()
+        .zip(&existed)
+        .map(|(k, v)| (*k, v.is_some()))
+        .collect();
+    let mut batch = WriteBatch::new();
+    let mut replies = Vec::with_capacity(run.len());
+    for args in &run {
+        if args[0].eq_ignore_ascii_case(b"DEL") {
+            let mut n = 0;
+            for key in &args[1..] {
+                if exists.insert(key, false) == Some(true) {
+                    batch.delete(key);
+                    n += 1;
+                }
+            }
+            replies.push(Reply::Int(n));
+        } else {
+            // SET key value, MSET key value ...
+            for pair in args[1..].chunks(2) {
+                batch.put(&pair[0], pair[1].clone());
+                exists.insert(&pair[0], true);
+            }
+            replies.push(Reply::Simple("OK"));
+        }
+    }
+    if !batch.is_empty() {
+        db.write(batch).await?;
+    }
+    Ok(replies)
+}
+
+/// Values up to this size join a pipeline's batch of writes.
 const RUN_VALUE_MAX: usize = 64 << 10;
 /// A run stops growing at this many bytes (a batch must fit in one slab
 /// with room to spare).
 const RUN_BYTES_MAX: usize = 1 << 20;
 
-/// A `SET key value` without options, its key within the limit and its
-/// value not large.
-fn plain_set(args: &Args) -> bool {
-    args.len() == 3
-        && args[0].eq_ignore_ascii_case(b"SET")
-        && args[1].len() <= silt::MAX_KEY_LEN
-        && args[2].len() <= RUN_VALUE_MAX
+/// A key the store takes as it is (Redis also allows an empty key, which
+/// silt refuses: such a command runs alone and fails alone).
+fn storable(key: &Bytes) -> bool {
+    !key.is_empty() && key.len() <= silt::MAX_KEY_LEN
 }
 
-/// A `GET key` with its key within the limit.
+/// A `SET key value` without options, a `DEL key ...` or an
+/// `MSET key value ...`, with storable keys and no large value.
+fn plain_write(args: &Args) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    let pairs_ok = |rest: &[Bytes]| {
+        rest.chunks(2)
+            .all(|p| p.len() == 2 && storable(&p[0]) && p[1].len() <= RUN_VALUE_MAX)
+    };
+    if name.eq_ignore_ascii_case(b"SET") {
+        args.len() == 3 && pairs_ok(&args[1..])
+    } else if name.eq_ignore_ascii_case(b"MSET") {
+        args.len() >= 3 && args.len() % 2 == 1 && pairs_ok(&args[1..])
+    } else if name.eq_ignore_ascii_case(b"DEL") {
+        args.len() >= 2 && args[1..].iter().all(storable)
+    } else {
+        false
+    }
+}
+
+/// A `GET key` with a storable key.
 fn plain_get(args: &Args) -> bool {
-    args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET") && args[1].len() <= silt::MAX_KEY_LEN
+    args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET") && storable(&args[1])
 }
 
 /// How many requests at the front of `requests` pass `plain`, up to
@@ -281,7 +353,7 @@ fn run_len(requests: &[Args], plain: fn(&Args) -> bool, bytes: fn(&Args) -> usiz
 }
 
 /// Runs one command. `None` means QUIT: reply `+OK`, then close.
-async fn execute(db: Db, args: Args) -> Option<Reply> {
+async fn execute(db: &Db, args: Args) -> Option<Reply> {
     let Some(name) = args.first() else {
         return Some(Reply::Error("ERR empty command".into()));
     };
@@ -309,27 +381,11 @@ async fn execute(db: Db, args: Args) -> Option<Reply> {
         ("set", n) if n > 2 => {
             Reply::Error("ERR syntax error (SET options are not supported)".into())
         }
-        ("del", n) if n > 0 => {
-            // One batch: the keys that exist, all deleted or none.
-            let found = db.get_many(rest).await;
-            from_result(
-                async {
-                    let mut batch = WriteBatch::new();
-                    let mut n = 0;
-                    for (key, value) in rest.iter().zip(found?) {
-                        if value.is_some() {
-                            batch.delete(key);
-                            n += 1;
-                        }
-                    }
-                    if !batch.is_empty() {
-                        db.write(batch).await?;
-                    }
-                    Ok(Reply::Int(n))
-                }
-                .await,
-            )
-        }
+        ("del", n) if n > 0 => from_result(
+            write_run(db, vec![args.clone()])
+                .await
+                .map(|mut r| r.pop().unwrap_or(Reply::Int(0))),
+        ),
         ("exists", n) if n > 0 => from_result(
             db.get_many(rest)
                 .await
@@ -393,21 +449,30 @@ async fn execute(db: Db, args: Args) -> Option<Reply> {
 }
 
 /// Serves one connection until the client leaves, QUIT, a protocol
-/// error, or `stop` (after answering what it read).
+/// error, or `stop` (after answering what it read). While replies wait to
+/// be sent it goes on reading requests, so a client that sends a whole
+/// pipeline before it reads (redis-py does) is never deadlocked against
+/// it; replies queue without a limit meanwhile, as Redis's do for normal
+/// clients.
 async fn connection(
     mut stream: TcpStream,
     db: Db,
     limits: Limits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let (mut rd, mut wr) = stream.split();
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // Bytes at the front of `out` already sent.
+    let mut sent = 0;
+    let mut eof = false;
     loop {
         // Every complete request read so far, answered in order.
         let mut requests = Vec::new();
         let mut fatal = None;
         loop {
             match parse(&mut buf, &limits) {
+                Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => requests.push(args),
                 Ok(None) => break,
                 Err(e) => {
@@ -419,21 +484,14 @@ async fn connection(
         let mut quit = false;
         let mut i = 0;
         while i < requests.len() && !quit {
-            let write = is_write(&requests[i]);
-            let mut run = FuturesOrdered::new();
-            while i < requests.len() && is_write(&requests[i]) == write {
-                let (step, taken) = Step::take(&mut requests[i..]);
-                i += taken;
-                run.push_back(step.run(db.clone()));
-            }
-            while let Some(replies) = run.next().await {
-                for reply in replies {
-                    match reply {
-                        Some(r) => r.write(&mut out),
-                        None => {
-                            Reply::Simple("OK").write(&mut out);
-                            quit = true;
-                        }
+            let (step, taken) = Step::take(&mut requests[i..]);
+            i += taken;
+            for reply in step.run(&db).await {
+                match reply {
+                    Some(r) => r.write(&mut out),
+                    None => {
+                        Reply::Simple("OK").write(&mut out);
+                        quit = true;
                     }
                 }
             }
@@ -441,17 +499,22 @@ async fn connection(
         if let Some(ProtocolError(e)) = &fatal {
             Reply::Error(format!("ERR Protocol error: {e}")).write(&mut out);
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
         // On shutdown a request not yet read whole is not answered (and
         // so not acknowledged).
-        if quit || fatal.is_some() || *stop.borrow() {
+        if quit || fatal.is_some() || eof || *stop.borrow() {
+            wr.write_all(&out[sent..]).await?;
             return Ok(());
         }
+        let pending = sent < out.len();
         tokio::select! {
-            n = stream.read_buf(&mut buf) => if n? == 0 { return Ok(()) },
+            n = wr.write(&out[sent..]), if pending => {
+                sent += n?;
+                if sent == out.len() {
+                    out.clear();
+                    sent = 0;
+                }
+            }
+            n = rd.read_buf(&mut buf) => eof = n? == 0,
             _ = stop.changed() => {}
         }
     }
@@ -505,14 +568,35 @@ fn durability(s: &str) -> Result<Durability, String> {
     }
 }
 
+const USAGE: &str = "\
+A Redis-protocol (RESP2) server over one silt store.
+
+usage: resp_server [--dir DIR] [--addr ADDR] [--durability sync|buffered|none] [--threads N]
+
+  --dir DIR          the store's directory (default: a temporary one, removed at exit)
+  --addr ADDR        where to listen (default: 127.0.0.1:6380)
+  --durability MODE  sync (default), buffered or none
+  --threads N        runtime threads (default: 1, the writer on the same thread)
+
+Ctrl-C stops accepting, answers what was read, and closes the store.";
+
 #[allow(dead_code)] // unused when the tests include this file
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run(std::env::args().skip(1))
+}
+
+/// The server, as `main` runs it with the command line's arguments.
+pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn std::error::Error>> {
     let mut dir = None;
     let mut addr = "127.0.0.1:6380".to_string();
     let mut mode = Durability::Sync;
     let mut threads = 1;
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            return Ok(());
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--dir" => dir = Some(std::path::PathBuf::from(value)),
