@@ -648,6 +648,26 @@ impl Db {
         }
     }
 
+    /// Recounts every data file's record and live bytes from the files and
+    /// the index and compares them with what `file_space` reports; the
+    /// differences, if any (tests: call it while no write or compaction
+    /// is under way).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads (dropped while a compaction waits for
+    /// it, the compaction goes on).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub async fn check_space(&self) -> std::result::Result<(), String> {
+        let shared = self.inner.shared.clone();
+        let _no_compaction = shared.compacting.lock().await;
+        let s = shared.clone();
+        crate::runtime::off_runtime(move || crate::space::recount(&s))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
     /// Rewrites the live records of every segment that holds dead bytes
     /// (overwritten or deleted records, tombstones no older file needs)
     /// and deletes the old files; returns what it did. Writes continue

@@ -262,6 +262,12 @@ impl Index {
         self.route[(hash >> (64 - ROUTE_BITS)) as usize] as usize
     }
 
+    /// The shard of `hash` and the hash bits its entries keep.
+    #[cfg(any(fuzzing, feature = "bench-internals"))]
+    pub fn slot(&self, hash: u64) -> (usize, u32) {
+        (self.shard_of(hash), hash as u32 & !CLASS_MASK)
+    }
+
     fn split(&self, hash: u64) -> (&RwLock<Shard>, u32) {
         (&self.shards[self.shard_of(hash)], hash as u32 & !CLASS_MASK)
     }

@@ -139,6 +139,12 @@ impl Index {
         let entry = crate::index::Entry::put(Location { file_id, offset }, 127);
         self.0.apply(hash, Some(entry), |_| true);
     }
+    /// Where the index files `hash`: its shard and the hash bits an entry
+    /// keeps. Two keys with equal slots are told apart only by their
+    /// records (tests build such collisions).
+    pub fn slot(&self, hash: u64) -> (usize, u32) {
+        self.0.slot(hash)
+    }
     /// The location of `hash`.
     pub fn get(&self, hash: u64) -> Option<(u32, u32)> {
         let mut found = None;

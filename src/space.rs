@@ -111,6 +111,60 @@ impl SpaceMap {
     }
 }
 
+/// Recounts every file's record and live bytes from the files and the
+/// index and compares them with the accounting (tests, through
+/// `Db::check_space`). The store must be quiet: no write or GC between
+/// the two. Reads through the mappings: for threads that may block.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn recount(shared: &crate::shared::Shared) -> std::result::Result<(), String> {
+    let mut want: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let sources: BTreeMap<u32, crate::registry::Source> =
+        shared.registry.sources().into_iter().collect();
+    for (id, source) in &sources {
+        let records = source.entries().iter().map(|e| u64::from(e.len)).sum();
+        want.insert(*id, (records, 0));
+    }
+    for i in 0..shared.index.shard_count() {
+        for e in shared.index.shard_entries(i, |_| {}) {
+            let id = e.loc.file_id;
+            let source = sources.get(&id).ok_or_else(|| {
+                format!("an index entry points into file {id}, which is not loaded")
+            })?;
+            let off = e.loc.offset as usize;
+            let header = source
+                .bytes(off, crate::record::HEADER_LEN)
+                .and_then(|h| crate::record::decode_fixed(h).ok())
+                .ok_or_else(|| format!("no record header at {:?}", e.loc))?;
+            want.entry(id).or_default().1 += header.record_len() as u64;
+        }
+    }
+    let got: BTreeMap<u32, (u64, u64)> = shared
+        .space
+        .files()
+        .into_iter()
+        .map(|f| (f.file_id, (f.record_bytes, f.live_bytes)))
+        .filter(|(_, v)| *v != (0, 0))
+        .collect();
+    want.retain(|_, v| *v != (0, 0));
+    if got == want {
+        Ok(())
+    } else {
+        let ids: std::collections::BTreeSet<&u32> = got.keys().chain(want.keys()).collect();
+        let differ: Vec<String> = ids
+            .into_iter()
+            .filter(|id| got.get(id) != want.get(id))
+            .map(|id| {
+                format!(
+                    "file {id}: accounted (records, live) {:?}, recounted {:?}",
+                    got.get(id),
+                    want.get(id)
+                )
+            })
+            .collect();
+        Err(differ.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
