@@ -255,6 +255,23 @@ impl Planned {
         let _ = self.reply.send(out);
     }
 
+    /// Fails a read the kernel may still be doing (its ring failed): the
+    /// caller gets an error, and the buffer and the file go to
+    /// [`ABANDONED`], never freed or closed, since the kernel may still
+    /// write into the one and read the other. Returns the bytes kept.
+    fn abandon(self) -> usize {
+        let Planned {
+            _file, buf, reply, ..
+        } = self;
+        let _ = reply.send(Err(io::Error::other("io_uring read ring failed")));
+        let bytes = buf.layout.size();
+        ABANDONED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((buf, _file));
+        bytes
+    }
+
     /// Blocking `pread`s until done (the std backend).
     fn run_blocking(mut self) {
         loop {
@@ -524,6 +541,22 @@ fn read_entry(p: &mut Planned, token: u64) -> io_uring::squeue::Entry {
         .user_data(token)
 }
 
+/// Buffers (and files) of reads whose ring failed while they were in
+/// flight: kept for the life of the process (see `Planned::abandon`). A
+/// ring fails only if the kernel refuses `io_uring_enter` itself, which
+/// no test here has seen.
+static ABANDONED: std::sync::Mutex<Vec<(ReadBuf, Arc<ReadFile>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Fails every read in `slots` as `Planned::abandon` does; the bytes kept.
+fn abandon_in_flight(slots: &mut [Option<Planned>]) -> usize {
+    slots
+        .iter_mut()
+        .filter_map(Option::take)
+        .map(Planned::abandon)
+        .sum()
+}
+
 /// The io_uring reader thread: takes reads from the channel while it has
 /// room, waits in the ring for completions or a poke on the eventfd, and
 /// answers each read when it is whole. Exits when the channel is closed
@@ -532,7 +565,9 @@ fn uring_loop(mut ring: io_uring::IoUring, rx: crossbeam_channel::Receiver<Plann
     let mut slots: Vec<Option<Planned>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut live = 0usize;
-    let mut counter = 0u64;
+    // On the heap: leaked, not freed, if the ring fails with its read in
+    // flight (see `abandon`).
+    let mut counter = Box::new(0u64);
     let efd = wake.efd.as_raw_fd();
     let wake_entry = |counter: &mut u64| {
         io_uring::opcode::Read::new(io_uring::types::Fd(efd), (counter as *mut u64).cast(), 8)
@@ -598,11 +633,12 @@ fn uring_loop(mut ring: io_uring::IoUring, rx: crossbeam_channel::Receiver<Plann
                 e.raw_os_error(),
                 Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
             ) {
-                // The ring is unusable: fail what is in flight and stop.
-                tracing::error!(error = %e, "io_uring read thread failed");
-                for p in slots.iter_mut().filter_map(Option::take) {
-                    p.finish(Err(io::Error::other("io_uring read ring failed")));
-                }
+                // The ring is unusable: fail what is in flight and stop,
+                // without freeing what the kernel may still write into.
+                let leaked = abandon_in_flight(&mut slots) + std::mem::size_of::<u64>();
+                std::mem::forget(counter);
+                std::mem::forget(ring);
+                tracing::error!(error = %e, leaked, "io_uring read thread failed; buffers of its reads in flight are leaked");
                 return;
             }
         }
@@ -696,5 +732,41 @@ mod tests {
             let after = reader.read(&file, 0, 10, ReadMode::Cached).await;
             assert!(after.is_err(), "a stopped reader refuses reads");
         }
+    }
+
+    /// When a ring fails with reads in flight, their callers get an error
+    /// and their buffers are leaked, not freed: the kernel may still write
+    /// into them (a freed one would be written after reuse).
+    #[test]
+    fn reads_of_a_failed_ring_fail_and_leak_their_buffers() {
+        let (_dir, file, _) = file_with(1 << 16);
+        let mut slots = Vec::new();
+        let mut replies = Vec::new();
+        for len in [100, 5000, 40_000] {
+            let (tx, rx) = oneshot::channel();
+            let p = Planned::new(file.clone(), 0, len, ReadMode::Cached, tx)
+                .map_err(|(e, _)| e)
+                .unwrap();
+            slots.push(Some(p));
+            replies.push(rx);
+        }
+        let ours = |abandoned: &Vec<(ReadBuf, Arc<ReadFile>)>| {
+            abandoned
+                .iter()
+                .filter(|(_, f)| Arc::ptr_eq(f, &file))
+                .map(|(b, _)| b.layout.size())
+                .collect::<Vec<_>>()
+        };
+        let leaked = abandon_in_flight(&mut slots);
+        assert!(leaked >= 100 + 5000 + 40_000, "{leaked}");
+        let kept = ours(&ABANDONED.lock().unwrap());
+        assert_eq!(kept.iter().sum::<usize>(), leaked, "{kept:?}");
+        assert!(slots.iter().all(Option::is_none));
+        for mut rx in replies {
+            let err = rx.try_recv().unwrap().unwrap_err();
+            assert!(err.to_string().contains("ring failed"), "{err}");
+        }
+        // The file stays open: the leaked reads still hold it.
+        assert_eq!(Arc::strong_count(&file), 4);
     }
 }

@@ -48,12 +48,22 @@ fn env(name: &str, default: u64) -> u64 {
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs seeds `first..first + n`; on a failure, shrinks it and panics
-/// with the seed, the shrunk case and how to replay it.
+/// with the seed, the shrunk case and how to replay it. With
+/// `SILT_SIM_KEEP_GOING` set, prints each failure and goes on, and fails
+/// at the end with the count (a survey of many seeds).
 fn run_seeds(first: u64, n: u64, ops: usize) {
     let started = Instant::now();
+    let keep_going = std::env::var("SILT_SIM_KEEP_GOING").is_ok();
+    let mut failed = 0;
     for seed in first..first + n {
         let case = Case::generate(seed, ops);
-        if let Err(failure) = run::run_isolated(&case, LIMIT) {
+        let res = run::run_isolated(&case, LIMIT);
+        if let (Err(failure), true) = (&res, keep_going) {
+            eprintln!("seed {seed} failed: {failure}");
+            failed += 1;
+            continue;
+        }
+        if let Err(failure) = res {
             eprintln!("seed {seed} failed: {failure}\nshrinking...");
             let (small, why) = shrink::shrink(&case, failure.clone(), 300, LIMIT);
             panic!(
@@ -66,10 +76,11 @@ fn run_seeds(first: u64, n: u64, ops: usize) {
         }
     }
     eprintln!(
-        "simulator: seeds {first}..{} ({ops} ops each) passed in {:.1} s",
+        "simulator: seeds {first}..{} ({ops} ops each): {failed} failed, in {:.1} s",
         first + n,
         started.elapsed().as_secs_f64()
     );
+    assert_eq!(failed, 0, "seeds failed");
 }
 
 /// CI's bounded run (`SILT_SIM_SEEDS`, `SILT_SIM_FIRST`, `SILT_SIM_OPS`
