@@ -11,7 +11,9 @@
 //! runs, so the stores are written once), SILT_COLD_GIB (data per store,
 //! 3), SILT_COLD_LIMIT_MIB (the cgroup's limit, 1024), SILT_COLD_SECS
 //! (seconds per measured phase, 10), SILT_COLD_ONLY=64k|4k, SILT_COLD_HOT=0
-//! (no in-memory task beside the cold readers).
+//! (no in-memory task beside the cold readers), SILT_COLD_READS=0 (the
+//! write phases only: puts of new keys, hot and cold overwrites from one
+//! task, cold overwrites from 32).
 
 use silt::{Db, Durability};
 use std::path::{Path, PathBuf};
@@ -206,9 +208,10 @@ async fn cold_phase(db: &Db, dir: &Path, count: u64, secs: u64) -> ColdResult {
     }
 }
 
-/// One task: `n` puts of new keys, then `n` overwrites of random cold
-/// keys; (p50, p99) µs of each.
-async fn overwrite_phase(db: &Db, count: u64, size: usize, n: u64) -> ((f64, f64), (f64, f64)) {
+/// One task: `n` puts of new keys, then `n` overwrites of those (in
+/// memory), then `n` overwrites of random cold keys; (p50, p99) µs of
+/// each.
+async fn overwrite_phase(db: &Db, count: u64, size: usize, n: u64) -> [(f64, f64); 3] {
     let mut lat_new = Vec::new();
     for i in 0..n {
         let t = Instant::now();
@@ -216,6 +219,14 @@ async fn overwrite_phase(db: &Db, count: u64, size: usize, n: u64) -> ((f64, f64
             .await
             .expect("put");
         lat_new.push(t.elapsed());
+    }
+    let mut lat_hot = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        db.put(format!("new{i:08}"), vec![2u8; size])
+            .await
+            .expect("put");
+        lat_hot.push(t.elapsed());
     }
     let mut next = xorshift(7);
     let mut lat_old = Vec::new();
@@ -227,10 +238,41 @@ async fn overwrite_phase(db: &Db, count: u64, size: usize, n: u64) -> ((f64, f64
         db.put(cold_key(i), v).await.expect("put");
         lat_old.push(t.elapsed());
     }
-    (
+    [
         (pct(&mut lat_new, 0.5), pct(&mut lat_new, 0.99)),
+        (pct(&mut lat_hot, 0.5), pct(&mut lat_hot, 0.99)),
         (pct(&mut lat_old, 0.5), pct(&mut lat_old, 0.99)),
-    )
+    ]
+}
+
+/// `TASKS` tasks overwriting random cold keys for `secs`: (puts/s, p50,
+/// p99 µs).
+async fn cold_overwrites_phase(db: &Db, count: u64, size: usize, secs: u64) -> (f64, f64, f64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut next = xorshift(100 + t);
+                let mut lat = Vec::new();
+                while Instant::now() < until {
+                    let i = next() % count;
+                    let mut v = vec![(i % 251) as u8; size];
+                    v[..8].copy_from_slice(&i.to_le_bytes());
+                    let t0 = Instant::now();
+                    db.put(cold_key(i), v).await.expect("put");
+                    lat.push(t0.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    let rate = lat.len() as f64 / secs as f64;
+    (rate, pct(&mut lat, 0.5), pct(&mut lat, 0.99))
 }
 
 /// fio's random reads of `bs` at QD32, O_DIRECT, io_uring, on a file of
@@ -259,6 +301,34 @@ fn fio(dir: &Path, bs: &str, gib: u64, secs: u64) -> Option<(f64, f64)> {
     let kib_s: f64 = f.get(6)?.parse().ok()?;
     let iops: f64 = f.get(7)?.parse().ok()?;
     Some((kib_s * 1024.0 / 1e6, iops))
+}
+
+/// The write phases' rows.
+fn write_rows(
+    rt: &tokio::runtime::Runtime,
+    db: &Db,
+    label: &str,
+    count: u64,
+    size: usize,
+    secs: u64,
+    rows: &mut Vec<(String, String)>,
+) {
+    let [new, hot, old] = rt.block_on(overwrite_phase(db, count, size, 20_000));
+    rows.push((
+        format!(
+            "{label} puts, 1 task, Buffered: new keys / overwrites in memory / cold overwrites"
+        ),
+        format!(
+            "p50 {:.0} / {:.0} / {:.0} µs, p99 {:.0} / {:.0} / {:.0} µs",
+            new.0, hot.0, old.0, new.1, hot.1, old.1
+        ),
+    ));
+    let _ = drop_caches();
+    let (rate, p50, p99) = rt.block_on(cold_overwrites_phase(db, count, size, secs));
+    rows.push((
+        format!("{label} cold overwrites, {TASKS} tasks, Buffered"),
+        format!("{rate:.0} puts/s, p50 {p50:.0} µs, p99 {p99:.0} µs"),
+    ));
 }
 
 fn main() {
@@ -299,13 +369,23 @@ fn main() {
         let count = (gib << 30) / size as u64;
         let path = dir.join(format!("store-{label}-{gib}g"));
         rt.block_on(build_store(&path, size, count));
-        let fio_before = fio(&dir, label, gib, secs);
+        let reads = std::env::var("SILT_COLD_READS").map_or(true, |v| v != "0");
+        let fio_before = if reads {
+            fio(&dir, label, gib, secs)
+        } else {
+            None
+        };
         if !drop_caches() {
             println!("  could not drop the page cache (not root?)");
         }
         let db = rt
             .block_on(Db::builder(&path).durability(Durability::Buffered).open())
             .expect("open");
+        if !reads {
+            write_rows(&rt, &db, label, count, size, secs, &mut rows);
+            rt.block_on(db.close()).expect("close");
+            continue;
+        }
         // The hot keys' pages come in once; then the reader alone.
         rt.block_on(async {
             for i in 0..HOT_KEYS {
@@ -358,14 +438,7 @@ fn main() {
                 idle.1
             ),
         ));
-        let (new, old) = rt.block_on(overwrite_phase(&db, count, size, 20_000));
-        rows.push((
-            format!("{label} puts, 1 task, Buffered: new keys / cold overwrites"),
-            format!(
-                "p50 {:.0} / {:.0} µs, p99 {:.0} / {:.0} µs",
-                new.0, old.0, new.1, old.1
-            ),
-        ));
+        write_rows(&rt, &db, label, count, size, secs, &mut rows);
         // The overwrites kept every value's shape: the store stays usable.
         rt.block_on(db.close()).expect("close");
     }

@@ -35,8 +35,9 @@ enum Loaded {
     /// A segment: complete and immutable.
     Segment,
     /// An unsealed file the writer may still append to, copied up to the
-    /// end of its last whole group (every record of the copy is indexed).
-    Log(SlabWriter),
+    /// end of its last whole group (every record of the copy is indexed),
+    /// and where the copy's last record starts.
+    Log(SlabWriter, Option<u32>),
 }
 
 /// A follower's view of the directory; `refresh` moves it forward.
@@ -142,7 +143,7 @@ impl FollowerState {
             let mut read = match (kind, self.loaded.get_mut(&id)) {
                 (_, Some(Loaded::Segment)) => continue,
                 (Kind::Segment, _) => self.load_segment(shared, id, path),
-                (Kind::Log, Some(Loaded::Log(w))) => grow_log(shared, w, path),
+                (Kind::Log, Some(Loaded::Log(w, last))) => grow_log(shared, w, last, path),
                 (Kind::Log, None) => self.load_log(shared, id, path),
             };
             if matches!((kind, &read), (Kind::Log, Err(e)) if vanished(e)) {
@@ -177,7 +178,7 @@ impl FollowerState {
     ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
         let (seg, mut entries) = open_segment(path, id, shared.config.verify_checksums)?;
         let indexed_upto = match self.loaded.get(&id) {
-            Some(Loaded::Log(w)) => {
+            Some(Loaded::Log(w, _)) => {
                 let upto = w.appended();
                 // What this follower indexed from the log: the records of
                 // its copy (a header scan of memory, once per sealed log).
@@ -191,11 +192,7 @@ impl FollowerState {
                         .zip(&indexed)
                         .find(|(a, b)| a != b)
                         .map_or(upto, |(a, _)| a.offset as usize);
-                    return Err(Error::corruption(
-                        path,
-                        at as u64,
-                        "the writer rewrote records this follower had read (a failed WAL write was rolled back); reopen the follower",
-                    ));
+                    return Err(rewritten(path, at as u64));
                 }
                 upto
             }
@@ -238,7 +235,8 @@ impl FollowerState {
         let mut w = SlabWriter::new(id, page_ceil(len.max(1 << 20)));
         let found = stage(&mut w, &file, path, len)?;
         shared.registry.insert(id, Source::Slab(w.slab().clone()));
-        self.loaded.insert(id, Loaded::Log(w));
+        let last = found.0.last().map(|e| e.offset);
+        self.loaded.insert(id, Loaded::Log(w, last));
         Ok(Some(found))
     }
 }
@@ -247,9 +245,11 @@ impl FollowerState {
 fn grow_log(
     shared: &Shared,
     w: &mut SlabWriter,
+    last: &mut Option<u32>,
     path: &Path,
 ) -> Result<Option<(Vec<FooterEntry>, u64)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL", path, e))?;
+    check_not_rewritten(w, *last, &file, path)?;
     let len = wal_len(&file, path)?;
     if len <= w.appended() {
         return Ok(None);
@@ -276,7 +276,46 @@ fn grow_log(
             .insert(w.slab().file_id(), Source::Slab(w.slab().clone()));
     }
     let found = stage(w, &file, path, len)?;
+    if let Some(e) = found.0.last() {
+        *last = Some(e.offset);
+    }
     Ok(Some(found))
+}
+
+/// A log this follower read was rewritten from `at` on.
+fn rewritten(path: &Path, at: u64) -> Error {
+    Error::corruption(
+        path,
+        at,
+        "the writer rewrote records this follower had read (a failed WAL write was rolled back); reopen the follower",
+    )
+}
+
+/// The writer rolls back a failed WAL write and writes other records at
+/// its offsets; a follower that read the failed records before would
+/// index them for good and read the next ones from the middle of a record
+/// (never finding them). So each refresh compares the head of the last
+/// record it read (its CRC and header) with the file: if the writer wrote
+/// over it, the follower says so. Rewritten records further back are seen
+/// once the writer's appends pass the copy's end, or at the seal.
+fn check_not_rewritten(
+    w: &SlabWriter,
+    last: Option<u32>,
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<()> {
+    let Some(off) = last.map(|o| o as usize) else {
+        return Ok(());
+    };
+    let Some(ours) = w.slab().bytes(off, crate::record::HEADER_LEN) else {
+        return Ok(());
+    };
+    let mut now = [0u8; crate::record::HEADER_LEN];
+    let n = read_upto(file, &mut now, off as u64).map_err(|e| Error::io("read WAL", path, e))?;
+    if now[..n] != *ours {
+        return Err(rewritten(path, off as u64));
+    }
+    Ok(())
 }
 
 /// Reads the file from the follower's copy's end up to `len` into its

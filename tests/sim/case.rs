@@ -31,6 +31,8 @@ pub enum SimOp {
     Delete(u8),
     /// An atomic batch: a put of `Some(len)` bytes or a delete.
     Batch(Vec<(u8, Option<u32>)>),
+    /// One batch deleting every key (then GC can empty whole files).
+    Clear,
     /// Segment pages out of the page cache: later overwrites, deletes,
     /// reads and GC meet records that are on disk only.
     DropCache,
@@ -45,7 +47,8 @@ pub enum SimOp {
     PowerCut(PowerCut),
     /// The follower (opened first if there is none) refreshes.
     Refresh,
-    /// The `n`th cold read from now fails with EIO, once.
+    /// The `n`th cold read of the next step (and its checks) fails with
+    /// EIO, once.
     FaultRead(u8),
     /// The `n`th file write from now fails with EIO, once.
     FaultWrite(u8),
@@ -91,18 +94,25 @@ impl Case {
             .map(|_| match rng.gen_range(0..100) {
                 0..=29 => SimOp::Put(key(&mut rng), len(&mut rng)),
                 30..=41 => SimOp::Delete(key(&mut rng)),
-                42..=53 => {
+                42..=52 => {
                     let n = rng.gen_range(1..6);
+                    // Half the batches touch a few keys only, so a key is
+                    // often deleted and written again in one batch.
+                    let few = rng.gen_bool(0.5).then(|| rng.gen_range(0..KEYS - 2));
                     SimOp::Batch(
                         (0..n)
                             .map(|_| {
-                                let k = key(&mut rng);
-                                let v = rng.gen_bool(0.7).then(|| len(&mut rng) % 6000);
+                                let k = match few {
+                                    Some(base) => base + rng.gen_range(0..3),
+                                    None => key(&mut rng),
+                                };
+                                let v = rng.gen_bool(0.6).then(|| len(&mut rng) % 6000);
                                 (k, v)
                             })
                             .collect(),
                     )
                 }
+                53 => SimOp::Clear,
                 54..=61 => SimOp::DropCache,
                 62..=66 => SimOp::Flush,
                 67..=69 => SimOp::Sync,
@@ -137,6 +147,7 @@ impl fmt::Display for SimOp {
                 }
                 Ok(())
             }
+            SimOp::Clear => write!(f, "clear"),
             SimOp::DropCache => write!(f, "dropcache"),
             SimOp::Flush => write!(f, "flush"),
             SimOp::Sync => write!(f, "sync"),
@@ -195,6 +206,7 @@ impl std::str::FromStr for SimOp {
                 })
                 .collect::<Result<_, String>>()?,
             ),
+            "clear" => SimOp::Clear,
             "dropcache" => SimOp::DropCache,
             "flush" => SimOp::Flush,
             "sync" => SimOp::Sync,

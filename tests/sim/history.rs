@@ -28,6 +28,9 @@ pub struct History {
     /// Every value each key ever had, for a follower of an unlogged store
     /// (which sees flushed states only).
     ever: BTreeMap<Bytes, Vec<Bytes>>,
+    /// What failed writes did: a follower may have read them before the
+    /// writer wrote over them.
+    failed: Vec<(Bytes, Option<Bytes>)>,
 }
 
 fn apply(state: &mut State, changes: &[(Bytes, Option<Bytes>)]) {
@@ -81,6 +84,9 @@ impl History {
                 self.ever.entry(k.clone()).or_default().push(v.clone());
             }
         }
+        if !acked {
+            self.failed.extend(changes.iter().cloned());
+        }
         self.commits.push(Commit {
             changes,
             acked,
@@ -95,6 +101,13 @@ impl History {
     pub fn all_durable(&mut self) {
         self.durable = self.live();
         self.commits.clear();
+    }
+
+    /// Whether a failed write set `k` to `v` (`None`: deleted it).
+    pub fn failed_write(&self, k: &Bytes, v: Option<&Bytes>) -> bool {
+        self.failed
+            .iter()
+            .any(|(fk, fv)| fk == k && fv.as_ref() == v)
     }
 
     /// Whether `v` is a value `k` ever had.
@@ -146,6 +159,9 @@ impl History {
             Down::Process { wal } => wal,
             Down::Power => false,
         };
+        if down == (Down::Process { wal: false }) {
+            return self.settle_unordered(found, cache);
+        }
         let cands = self.candidates(keep_acked);
         let fits = |c: &State| {
             if cache {
@@ -209,6 +225,58 @@ impl History {
             self.durable = found;
             self.commits.clear();
         }
+        Ok(())
+    }
+}
+
+impl History {
+    /// Without a WAL nothing orders unflushed writes (two flush workers
+    /// may publish a newer slab before an older one): after a crash each
+    /// key holds its durable value or one a later write gave it.
+    fn settle_unordered(&mut self, found: State, cache: bool) -> Result<(), String> {
+        let must = self
+            .commits
+            .iter()
+            .rposition(|c| c.durable)
+            .map_or(0, |i| i + 1);
+        let mut state = self.durable.clone();
+        for c in self.commits[..must].iter().filter(|c| c.acked) {
+            apply(&mut state, &c.changes);
+        }
+        let keys: std::collections::BTreeSet<Bytes> = state
+            .keys()
+            .chain(found.keys())
+            .chain(
+                self.commits
+                    .iter()
+                    .flat_map(|c| c.changes.iter().map(|(k, _)| k)),
+            )
+            .cloned()
+            .collect();
+        for k in keys {
+            let mut allowed = vec![state.get(&k).cloned()];
+            for c in &self.commits[must..] {
+                for (ck, v) in &c.changes {
+                    if *ck == k {
+                        allowed.push(v.clone());
+                    }
+                }
+            }
+            let got = found.get(&k).cloned();
+            if !(allowed.contains(&got) || (cache && got.is_none())) {
+                return Err(format!(
+                    "after a crash without a WAL, {} = {:?}; it may be one of {:?}",
+                    String::from_utf8_lossy(&k),
+                    got.as_ref().map(short),
+                    allowed
+                        .iter()
+                        .map(|v| v.as_ref().map(short))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        self.durable = found;
+        self.commits.clear();
         Ok(())
     }
 }
