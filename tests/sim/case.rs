@@ -90,42 +90,67 @@ impl Case {
             cache: rng.gen_range(0..5) == 0,
             gc: [0.0, 0.5, 0.95][rng.gen_range(0..3)],
         };
+        // Swarm testing (Groce et al., ISSTA 2012): each case weighs the
+        // kinds of operation its own way, some not at all, so that one
+        // case is mostly deletes and compactions, another mostly crashes;
+        // what a uniform mix makes rare, some cases make common.
+        let base = [30, 12, 11, 1, 8, 5, 3, 5, 4, 3, 3, 6, 4, 3, 2];
+        let weights: Vec<u32> = base
+            .iter()
+            .map(|&w| w * [0, 1, 1, 3, 6][rng.gen_range(0..5)])
+            .collect();
+        let total: u32 = weights.iter().sum::<u32>().max(1);
         let ops = (0..n)
-            .map(|_| match rng.gen_range(0..100) {
-                0..=29 => SimOp::Put(key(&mut rng), len(&mut rng)),
-                30..=41 => SimOp::Delete(key(&mut rng)),
-                42..=52 => {
-                    let n = rng.gen_range(1..6);
-                    // Half the batches touch a few keys only, so a key is
-                    // often deleted and written again in one batch.
-                    let few = rng.gen_bool(0.5).then(|| rng.gen_range(0..KEYS - 2));
-                    SimOp::Batch(
-                        (0..n)
-                            .map(|_| {
-                                let k = match few {
-                                    Some(base) => base + rng.gen_range(0..3),
-                                    None => key(&mut rng),
-                                };
-                                let v = rng.gen_bool(0.6).then(|| len(&mut rng) % 6000);
-                                (k, v)
-                            })
-                            .collect(),
-                    )
+            .map(|_| {
+                let mut pick = rng.gen_range(0..total);
+                let kind = weights
+                    .iter()
+                    .position(|&w| {
+                        if pick < w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                match kind {
+                    0 => SimOp::Put(key(&mut rng), len(&mut rng)),
+                    1 => SimOp::Delete(key(&mut rng)),
+                    2 => {
+                        let n = rng.gen_range(1..6);
+                        // Half the batches touch a few keys only, so a key
+                        // is often deleted and written again in one batch.
+                        let few = rng.gen_bool(0.5).then(|| rng.gen_range(0..KEYS - 2));
+                        SimOp::Batch(
+                            (0..n)
+                                .map(|_| {
+                                    let k = match few {
+                                        Some(base) => base + rng.gen_range(0..3),
+                                        None => key(&mut rng),
+                                    };
+                                    let v = rng.gen_bool(0.6).then(|| len(&mut rng) % 6000);
+                                    (k, v)
+                                })
+                                .collect(),
+                        )
+                    }
+                    3 => SimOp::Clear,
+                    4 => SimOp::DropCache,
+                    5 => SimOp::Flush,
+                    6 => SimOp::Sync,
+                    7 => SimOp::Compact,
+                    8 => SimOp::Reopen,
+                    9 => SimOp::Crash,
+                    10 => SimOp::PowerCut(
+                        [PowerCut::Clean, PowerCut::TornTail, PowerCut::AnyPages]
+                            [rng.gen_range(0..3)],
+                    ),
+                    11 => SimOp::Refresh,
+                    12 => SimOp::FaultRead(rng.gen_range(1..8)),
+                    13 => SimOp::FaultWrite(rng.gen_range(1..12)),
+                    _ => SimOp::FaultSync(rng.gen_range(1..6)),
                 }
-                53 => SimOp::Clear,
-                54..=61 => SimOp::DropCache,
-                62..=66 => SimOp::Flush,
-                67..=69 => SimOp::Sync,
-                70..=74 => SimOp::Compact,
-                75..=78 => SimOp::Reopen,
-                79..=81 => SimOp::Crash,
-                82..=84 => SimOp::PowerCut(
-                    [PowerCut::Clean, PowerCut::TornTail, PowerCut::AnyPages][rng.gen_range(0..3)],
-                ),
-                85..=90 => SimOp::Refresh,
-                91..=94 => SimOp::FaultRead(rng.gen_range(1..8)),
-                95..=97 => SimOp::FaultWrite(rng.gen_range(1..12)),
-                _ => SimOp::FaultSync(rng.gen_range(1..6)),
             })
             .collect();
         Case { config, ops }

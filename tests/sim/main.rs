@@ -89,8 +89,8 @@ fn run_seeds(first: u64, n: u64, ops: usize) {
 fn seeds() {
     run_seeds(
         env("SILT_SIM_FIRST", 0),
-        env("SILT_SIM_SEEDS", 40),
-        env("SILT_SIM_OPS", 60) as usize,
+        env("SILT_SIM_SEEDS", 200),
+        env("SILT_SIM_OPS", 100) as usize,
     );
 }
 
