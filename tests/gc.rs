@@ -421,3 +421,40 @@ async fn compact_merges_small_files() {
     assert_eq!(db.compact().await.unwrap().files_rewritten, 0);
     db.close().await.unwrap();
 }
+
+/// Background GC compacts a file of tombstones while an older file still
+/// holds a put of one of their keys (so the tombstone is needed) and a
+/// newer file holds a newer value of that key: the tombstone must not be
+/// copied forward (past the newer value, it would delete it at the next
+/// open). It fails if GC copies every needed tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_drops_a_tombstone_whose_key_has_a_newer_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Db::builder(dir.path()).slab_size(64 << 10).open();
+    let db = open().await.unwrap();
+    // The old file stays: mostly live.
+    db.put("k", "old").await.unwrap();
+    for i in 0..20 {
+        db.put(key(i), vec![7u8; 2000]).await.unwrap();
+    }
+    db.flush().await.unwrap();
+    db.delete("k").await.unwrap();
+    db.flush().await.unwrap();
+    let tombstones = data_files(dir.path(), "silt");
+    db.put("k", "new").await.unwrap();
+    db.flush().await.unwrap();
+    // Background GC (threshold 0.5) takes the file of the tombstone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while data_files(dir.path(), "silt").contains(&tombstones[1]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background GC never compacted the tombstone's file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(db.get("k").await.unwrap().unwrap(), "new");
+    db.close().await.unwrap();
+    let db = open().await.unwrap();
+    assert_eq!(db.get("k").await.unwrap().unwrap(), "new", "after a reopen");
+    db.close().await.unwrap();
+}
